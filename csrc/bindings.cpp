@@ -1,0 +1,123 @@
+// fastrnn._C: Python bindings of the native CPU core. The only CPU-side file that knows Python.
+// Tensors cross as raw addresses (tensor.data_ptr()), 0 meaning "absent"; the torch layer has
+// validated shapes, dtypes and contiguity before any call. The GIL is released during native work.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "fastrnn/rnn.h"
+
+namespace py = pybind11;
+using namespace fastrnn;
+
+namespace {
+
+const void* cptr(std::uintptr_t address) { return reinterpret_cast<const void*>(address); }
+void* mptr(std::uintptr_t address) { return reinterpret_cast<void*>(address); }
+
+std::vector<const void*> cptrs(const std::vector<std::uintptr_t>& addresses) {
+  std::vector<const void*> out;
+  out.reserve(addresses.size());
+  for (auto a : addresses) out.push_back(cptr(a));
+  return out;
+}
+
+RnnForwardArgs forward_args(std::uintptr_t x, const std::vector<std::uintptr_t>& weights,
+                            std::uintptr_t h0, std::uintptr_t c0,
+                            const std::vector<std::uintptr_t>& masks, std::uintptr_t y,
+                            std::uintptr_t reserve) {
+  RnnForwardArgs a;
+  a.x = cptr(x);
+  a.weights = cptrs(weights);
+  a.h0 = cptr(h0);
+  a.c0 = cptr(c0);
+  a.masks = cptrs(masks);
+  a.y = mptr(y);
+  a.reserve = mptr(reserve);
+  return a;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastrnn native CPU core";
+
+  py::enum_<CellKind>(m, "CellKind")
+      .value("RNN_TANH", CellKind::RnnTanh)
+      .value("RNN_RELU", CellKind::RnnRelu)
+      .value("LSTM", CellKind::Lstm)
+      .value("GRU", CellKind::Gru);
+  py::enum_<DType>(m, "DType").value("float32", DType::Float32).value("float64", DType::Float64);
+
+  py::class_<RnnDesc>(m, "RnnDesc")
+      .def(py::init([](CellKind cell, int64_t num_layers, int64_t num_directions,
+                       int64_t input_size, int64_t hidden_size, int64_t proj_size, bool has_bias,
+                       int64_t seq_len, int64_t batch, std::vector<int64_t> batch_sizes) {
+             RnnDesc d;
+             d.cell = cell;
+             d.num_layers = num_layers;
+             d.num_directions = num_directions;
+             d.input_size = input_size;
+             d.hidden_size = hidden_size;
+             d.proj_size = proj_size;
+             d.has_bias = has_bias;
+             d.seq_len = seq_len;
+             d.batch = batch;
+             d.batch_sizes = std::move(batch_sizes);
+             d.finalize();
+             return d;
+           }),
+           py::arg("cell"), py::arg("num_layers"), py::arg("num_directions"),
+           py::arg("input_size"), py::arg("hidden_size"), py::arg("proj_size"),
+           py::arg("has_bias"), py::arg("seq_len"), py::arg("batch"),
+           py::arg("batch_sizes") = std::vector<int64_t>{})
+      .def_property_readonly("total_rows", &RnnDesc::total_rows)
+      .def_property_readonly("reserve_elems_per_row",
+                             [](const RnnDesc& d) { return reserve_elems_per_row(d); })
+      .def("workspace_elems", [](const RnnDesc& d, bool backward) {
+        return workspace_elems(d, backward ? Pass::Backward : Pass::Forward);
+      });
+
+  m.def(
+      "rnn_forward",
+      [](const RnnDesc& desc, DType dtype, std::uintptr_t x,
+         const std::vector<std::uintptr_t>& weights, std::uintptr_t h0, std::uintptr_t c0,
+         const std::vector<std::uintptr_t>& masks, std::uintptr_t y, std::uintptr_t hy,
+         std::uintptr_t cy, std::uintptr_t reserve, std::uintptr_t workspace) {
+        RnnForwardArgs a = forward_args(x, weights, h0, c0, masks, y, reserve);
+        a.hy = mptr(hy);
+        a.cy = mptr(cy);
+        a.workspace = mptr(workspace);
+        rnn_forward_cpu(desc, dtype, a);
+      },
+      py::arg("desc"), py::arg("dtype"), py::arg("x"), py::arg("weights"), py::arg("h0"),
+      py::arg("c0"), py::arg("masks"), py::arg("y"), py::arg("hy"), py::arg("cy"),
+      py::arg("reserve"), py::arg("workspace"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "rnn_backward",
+      [](const RnnDesc& desc, DType dtype, std::uintptr_t x,
+         const std::vector<std::uintptr_t>& weights, std::uintptr_t h0, std::uintptr_t c0,
+         const std::vector<std::uintptr_t>& masks, std::uintptr_t y, std::uintptr_t reserve,
+         std::uintptr_t dy, std::uintptr_t dhy, std::uintptr_t dcy, std::uintptr_t dx,
+         std::uintptr_t dh0, std::uintptr_t dc0, const std::vector<std::uintptr_t>& dweights,
+         std::uintptr_t workspace) {
+        RnnBackwardArgs a;
+        a.fwd = forward_args(x, weights, h0, c0, masks, y, reserve);
+        a.dy = cptr(dy);
+        a.dhy = cptr(dhy);
+        a.dcy = cptr(dcy);
+        a.dx = mptr(dx);
+        a.dh0 = mptr(dh0);
+        a.dc0 = mptr(dc0);
+        for (auto p : dweights) a.dweights.push_back(mptr(p));
+        a.workspace = mptr(workspace);
+        rnn_backward_cpu(desc, dtype, a);
+      },
+      py::arg("desc"), py::arg("dtype"), py::arg("x"), py::arg("weights"), py::arg("h0"),
+      py::arg("c0"), py::arg("masks"), py::arg("y"), py::arg("reserve"), py::arg("dy"),
+      py::arg("dhy"), py::arg("dcy"), py::arg("dx"), py::arg("dh0"), py::arg("dc0"),
+      py::arg("dweights"), py::arg("workspace"), py::call_guard<py::gil_scoped_release>());
+}

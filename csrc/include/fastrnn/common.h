@@ -1,0 +1,31 @@
+// fastrnn native core: shared definitions.
+//
+// Shape legend used in every header of the project:
+//   T steps, B batch (rows at the first step), N total rows over all steps (T*B when padded,
+//   sum(batch_sizes) when packed), I input size, H hidden size, G gates (RNN 1, GRU 3, LSTM 4),
+//   P projection size (LSTM proj_size, 0 = none), O = P if P > 0 else H (the recurrent output size),
+//   L layers, D directions (1 or 2).
+// All matrices are row-major and dense unless a leading dimension is given.
+// Gate order is torch's: LSTM i,f,g,o; GRU r,z,n.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#if defined(__CUDACC__)
+#define FASTRNN_HD __host__ __device__ __forceinline__
+#else
+#define FASTRNN_HD inline
+#endif
+
+namespace fastrnn {
+
+// Precondition check for the native core: the torch layer validates user input first; these
+// catch a bad call before it can read or write out of bounds.
+#define FASTRNN_CHECK(cond, msg)                                                        \
+  do {                                                                                  \
+    if (!(cond)) throw std::invalid_argument(std::string("fastrnn: ") + (msg));          \
+  } while (0)
+
+}  // namespace fastrnn

@@ -1,0 +1,98 @@
+// fastrnn native core: multi-layer, (bi)directional recurrent networks, forward and BPTT.
+//
+// One call runs a whole stack (all layers and directions) over a padded or packed sequence.
+// Rows of a sequence: step t owns rows [offset(t), offset(t) + batch_sizes[t]) of every
+// [N, ...] matrix; padded input is the special case batch_sizes[t] = B for all t.
+// batch_sizes must be non-increasing (PackedSequence order), so row b of step t is the same
+// sequence as row b of every other step where it is active.
+//
+// Buffers (all dense, row-major, of the problem's value type):
+//   x        [N, I]                 input of layer 0
+//   weights  per layer l, direction d, in torch's order:
+//              w_ih [G*H, I_l]  (I_0 = I, I_l = D*O for l > 0)
+//              w_hh [G*H, O]
+//              b_ih [G*H], b_hh [G*H]   (only when has_bias)
+//              w_hr [P, H]              (only when P > 0)
+//   h0       [L*D, B, O] or null (zeros)       c0 [L*D, B, H] or null (LSTM only)
+//   masks    L-1 dropout masks [N, D*O], already scaled by 1/(1-p), applied to the output of
+//            layer l before it feeds layer l+1; null (no dropout) or one pointer per layer l < L-1
+//   y        [N, D*O]   output of the last layer (directions side by side)
+//   hy       [L*D, B, O], cy [L*D, B, H] (LSTM only): final states; also used as the running
+//            state during the forward pass
+//   reserve  reserve_elems(desc) values, written by forward, read by backward; holds only
+//            what backward needs (post-activation gates, cell states, intermediate outputs)
+//   workspace workspace_elems(desc, pass) values of scratch
+#pragma once
+
+#include <vector>
+
+#include "fastrnn/common.h"
+
+namespace fastrnn {
+
+enum class CellKind : int { RnnTanh = 0, RnnRelu = 1, Lstm = 2, Gru = 3 };
+
+struct RnnDesc {
+  CellKind cell = CellKind::Lstm;
+  int64_t num_layers = 1;      // L
+  int64_t num_directions = 1;  // D
+  int64_t input_size = 0;      // I
+  int64_t hidden_size = 0;     // H
+  int64_t proj_size = 0;       // P (LSTM only, 0 = none)
+  bool has_bias = true;
+  int64_t seq_len = 0;         // T
+  int64_t batch = 0;           // B = batch_sizes[0]
+  // T entries, non-increasing, batch_sizes[0] == B; empty = padded (every step has B rows).
+  std::vector<int64_t> batch_sizes;
+
+  int64_t gates() const;          // G
+  int64_t out_size() const;       // O
+  int64_t layer_input_size(int64_t layer) const;
+  int64_t total_rows() const;     // N
+  int64_t rows_at(int64_t t) const;
+  int64_t offset_at(int64_t t) const;  // first row of step t (precomputed, O(1))
+  int64_t weights_per_layer_direction() const;  // tensors per (l, d) in the flat weight list
+  void validate() const;          // throws std::invalid_argument on an inconsistent descriptor
+  void finalize();                // validates and precomputes offsets
+  std::vector<int64_t> offsets;   // T + 1 entries after finalize()
+};
+
+enum class Pass { Forward, Backward };
+
+// Number of values of reserve and workspace. Reserve is linear in N: reserve_elems_per_row * N.
+int64_t reserve_elems_per_row(const RnnDesc& desc);
+int64_t workspace_elems(const RnnDesc& desc, Pass pass);
+
+struct RnnForwardArgs {
+  const void* x = nullptr;
+  std::vector<const void*> weights;  // L * D * weights_per_layer_direction() pointers
+  const void* h0 = nullptr;
+  const void* c0 = nullptr;
+  std::vector<const void*> masks;    // empty or L - 1 pointers
+  void* y = nullptr;
+  void* hy = nullptr;
+  void* cy = nullptr;
+  void* reserve = nullptr;
+  void* workspace = nullptr;
+};
+
+// Gradients: dy [N, D*O]; dhy/dcy may be null (zero). Outputs dx [N, I], dh0 [L*D, B, O],
+// dc0 [L*D, B, H] (LSTM), dweights with the same layout as weights. Every output is overwritten.
+struct RnnBackwardArgs {
+  RnnForwardArgs fwd;                // the forward's inputs, y and reserve (read only)
+  const void* dy = nullptr;
+  const void* dhy = nullptr;
+  const void* dcy = nullptr;
+  void* dx = nullptr;
+  void* dh0 = nullptr;
+  void* dc0 = nullptr;
+  std::vector<void*> dweights;
+  void* workspace = nullptr;
+};
+
+enum class DType : int { Float32 = 0, Float64 = 1 };
+
+void rnn_forward_cpu(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args);
+void rnn_backward_cpu(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args);
+
+}  // namespace fastrnn
