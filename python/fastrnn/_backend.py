@@ -1,0 +1,51 @@
+"""Which native module runs a tensor's work: ``_C`` for CPU tensors, ``_cuda`` (imported lazily
+on first use, so that ``import fastrnn`` never needs CUDA libraries) for CUDA tensors."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from . import _C
+
+__all__ = ["cuda_module", "cuda_build_available", "native_dtype", "SUPPORTED_CPU_DTYPES"]
+
+SUPPORTED_CPU_DTYPES = (torch.float32, torch.float64)
+_NATIVE_DTYPES = {torch.float32: _C.DType.float32, torch.float64: _C.DType.float64}
+
+
+@functools.lru_cache(maxsize=None)
+def _import_cuda():
+    try:
+        from . import _cuda  # noqa: PLC0415 - lazy on purpose
+    except ImportError as exc:
+        return None, exc
+    return _cuda, None
+
+
+def cuda_build_available() -> bool:
+    """True when this build of fastrnn contains the CUDA module."""
+    return _import_cuda()[0] is not None
+
+
+def cuda_module():
+    """The ``fastrnn._cuda`` module, or a RuntimeError explaining why it is missing."""
+    module, error = _import_cuda()
+    if module is None:
+        raise RuntimeError(
+            "fastrnn was built without CUDA support (no CUDA compiler at build time, or "
+            "FASTRNN_CUDA=OFF), so it cannot run on CUDA tensors. Rebuild from source on a "
+            f"machine with nvcc: pip install --no-build-isolation . (import error: {error})"
+        )
+    return module
+
+
+def native_dtype(dtype: torch.dtype, what: str):
+    """The core's dtype tag for a CPU tensor dtype, or a TypeError naming what is supported."""
+    try:
+        return _NATIVE_DTYPES[dtype]
+    except KeyError:
+        raise TypeError(
+            f"fastrnn: {what} on CPU supports float32 and float64 tensors, got {dtype}"
+        ) from None

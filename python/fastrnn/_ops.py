@@ -1,0 +1,215 @@
+"""Custom ops (``torch.library``) over the native core: the only code that calls ``_C``.
+
+``fastrnn::rnn`` runs a whole stack (layers x directions) over a padded [T, B, I] or packed
+[N, I] (+ batch_sizes) input; ``fastrnn::rnn_backward`` is its backprop-through-time.
+Each op has a fake implementation (shapes only) for torch.compile / export, and ``rnn`` has
+autograd registered. Inputs are validated by the modules before they get here; the core still
+asserts its own preconditions.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _C
+from ._backend import cuda_module, native_dtype
+
+__all__ = ["rnn", "rnn_backward", "CELL_GATES"]
+
+# Gates per cell (G): rows of W_ih / W_hh are G * hidden_size.
+CELL_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+_CELL_KINDS = {
+    "RNN_TANH": _C.CellKind.RNN_TANH,
+    "RNN_RELU": _C.CellKind.RNN_RELU,
+    "LSTM": _C.CellKind.LSTM,
+    "GRU": _C.CellKind.GRU,
+}
+
+
+def _ptr(t: Optional[Tensor]) -> int:
+    return 0 if t is None or t.numel() == 0 else t.data_ptr()
+
+
+def _sizes(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], batch_sizes, cell: str,
+           num_layers: int, bidirectional: bool, proj_size: int, has_bias: bool):
+    """(T, B, N, H, O, D) of a call; B comes from hx for packed input (hx is required there)."""
+    per = 2 + 2 * has_bias + (proj_size > 0)
+    if len(weights) != num_layers * (1 + bidirectional) * per:
+        raise ValueError(f"fastrnn: expected {num_layers * (1 + bidirectional) * per} weight "
+                         f"tensors, got {len(weights)}")
+    hidden = weights[1].shape[0] // CELL_GATES[cell]
+    out = proj_size if proj_size > 0 else hidden
+    if batch_sizes is None:
+        T, B = input.shape[0], input.shape[1]
+        N = T * B
+    else:
+        if hx is None:
+            raise ValueError("fastrnn: packed input needs hx")
+        T, B, N = batch_sizes.shape[0], hx.shape[1], input.shape[0]
+    return T, B, N, hidden, out, 1 + bidirectional
+
+
+def _desc(input, weights, hx, batch_sizes, cell, num_layers, bidirectional, proj_size, has_bias):
+    T, B, N, H, O, D = _sizes(input, weights, hx, batch_sizes, cell, num_layers, bidirectional,
+                              proj_size, has_bias)
+    desc = _C.RnnDesc(
+        cell=_CELL_KINDS[cell], num_layers=num_layers, num_directions=D,
+        input_size=input.shape[-1], hidden_size=H, proj_size=proj_size, has_bias=has_bias,
+        seq_len=T, batch=B,
+        batch_sizes=[] if batch_sizes is None else batch_sizes.tolist())
+    return desc, (T, B, N, H, O, D)
+
+
+def _reserve_per_row(cell, num_layers, bidirectional, input_size, hidden, proj_size, has_bias):
+    desc = _C.RnnDesc(cell=_CELL_KINDS[cell], num_layers=num_layers,
+                      num_directions=1 + bidirectional, input_size=input_size,
+                      hidden_size=hidden, proj_size=proj_size, has_bias=has_bias, seq_len=0,
+                      batch=0)
+    return desc.reserve_elems_per_row
+
+
+def _require_cpu(input: Tensor) -> None:
+    if input.device.type == "cuda":
+        cuda_module()  # raises a clear error when the build has no CUDA module
+        raise NotImplementedError(
+            "fastrnn: the CUDA RNN kernels are not implemented yet in this version; "
+            "run the module on CPU tensors")
+
+
+@torch.library.custom_op("fastrnn::rnn", mutates_args=())
+def rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
+        batch_sizes: Optional[Tensor], dropout_masks: List[Tensor], cell: str, num_layers: int,
+        bidirectional: bool, proj_size: int, has_bias: bool
+        ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Forward of a whole stack. Returns (output, hy, cy, reserve).
+
+    input [T, B, I] (padded) or [N, I] with batch_sizes [T] (int64, CPU, non-increasing);
+    weights: torch's flat weight list; hx [L*D, B, O] or None (zeros, padded input only);
+    cx [L*D, B, H] or None (LSTM); dropout_masks: none or L-1 masks shaped like the output.
+    output [T, B, D*O] or [N, D*O]; cy is empty unless LSTM; reserve is saved for backward.
+    """
+    _require_cpu(input)
+    dtype = native_dtype(input.dtype, "fastrnn.rnn")
+    desc, (T, B, N, H, O, D) = _desc(input, weights, hx, batch_sizes, cell, num_layers,
+                                     bidirectional, proj_size, has_bias)
+    input = input.contiguous()
+    weights = [w.contiguous() for w in weights]
+    hx = None if hx is None else hx.contiguous()
+    cx = None if cx is None else cx.contiguous()
+    masks = [m.contiguous() for m in dropout_masks]
+    output = input.new_empty(input.shape[:-1] + (D * O,))
+    hy = input.new_empty(num_layers * D, B, O)
+    cy = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
+    reserve = input.new_empty(N * desc.reserve_elems_per_row)
+    workspace = input.new_empty(desc.workspace_elems(False))
+    _C.rnn_forward(desc, dtype, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
+                   [_ptr(m) for m in masks], _ptr(output), _ptr(hy), _ptr(cy), _ptr(reserve),
+                   _ptr(workspace))
+    return output, hy, cy, reserve
+
+
+@rnn.register_fake
+def _(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
+      proj_size, has_bias):
+    T, B, N, H, O, D = _sizes(input, weights, hx, batch_sizes, cell, num_layers, bidirectional,
+                              proj_size, has_bias)
+    per_row = _reserve_per_row(cell, num_layers, bidirectional, input.shape[-1], H, proj_size,
+                               has_bias)
+    output = input.new_empty(input.shape[:-1] + (D * O,))
+    hy = input.new_empty(num_layers * D, B, O)
+    cy = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
+    return output, hy, cy, input.new_empty(N * per_row)
+
+
+@torch.library.custom_op("fastrnn::rnn_backward", mutates_args=())
+def rnn_backward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
+                 cx: Optional[Tensor], batch_sizes: Optional[Tensor],
+                 dropout_masks: List[Tensor], output: Tensor, reserve: Tensor,
+                 grad_output: Tensor, grad_hy: Optional[Tensor], grad_cy: Optional[Tensor],
+                 cell: str, num_layers: int, bidirectional: bool, proj_size: int,
+                 has_bias: bool) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
+    """Backprop through time of ``rnn``. Returns (grad_input, grad_hx, grad_cx, grad_weights);
+    grad_cx is empty unless LSTM. grad_hy / grad_cy None mean zero."""
+    _require_cpu(input)
+    dtype = native_dtype(input.dtype, "fastrnn.rnn")
+    desc, (T, B, N, H, O, D) = _desc(input, weights, hx, batch_sizes, cell, num_layers,
+                                     bidirectional, proj_size, has_bias)
+    input = input.contiguous()
+    weights = [w.contiguous() for w in weights]
+    hx = None if hx is None else hx.contiguous()
+    cx = None if cx is None else cx.contiguous()
+    masks = [m.contiguous() for m in dropout_masks]
+    grad_output = grad_output.contiguous()
+    grad_hy = None if grad_hy is None else grad_hy.contiguous()
+    grad_cy = None if grad_cy is None else grad_cy.contiguous()
+    grad_input = torch.empty_like(input)
+    grad_hx = input.new_empty(num_layers * D, B, O)
+    grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
+    grad_weights = [torch.empty_like(w) for w in weights]
+    workspace = input.new_empty(desc.workspace_elems(True))
+    _C.rnn_backward(desc, dtype, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
+                    [_ptr(m) for m in masks], _ptr(output), _ptr(reserve), _ptr(grad_output),
+                    _ptr(grad_hy), _ptr(grad_cy), _ptr(grad_input), _ptr(grad_hx),
+                    _ptr(grad_cx), [_ptr(g) for g in grad_weights], _ptr(workspace))
+    return grad_input, grad_hx, grad_cx, grad_weights
+
+
+@rnn_backward.register_fake
+def _(input, weights, hx, cx, batch_sizes, dropout_masks, output, reserve, grad_output, grad_hy,
+      grad_cy, cell, num_layers, bidirectional, proj_size, has_bias):
+    T, B, N, H, O, D = _sizes(input, weights, hx, batch_sizes, cell, num_layers, bidirectional,
+                              proj_size, has_bias)
+    grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
+    return (torch.empty_like(input), input.new_empty(num_layers * D, B, O), grad_cx,
+            [torch.empty_like(w) for w in weights])
+
+
+_RNN_ARGS = ("input", "weights", "hx", "cx", "batch_sizes", "dropout_masks", "cell",
+             "num_layers", "bidirectional", "proj_size", "has_bias")
+
+
+def _rnn_setup_context(ctx, inputs, output):
+    args = dict(zip(_RNN_ARGS, inputs))
+    out, _, _, reserve = output
+    ctx.mark_non_differentiable(reserve)
+    ctx.config = (args["cell"], args["num_layers"], args["bidirectional"], args["proj_size"],
+                  args["has_bias"])
+    ctx.num_weights = len(args["weights"])
+    ctx.num_masks = len(args["dropout_masks"])
+    ctx.has_hx = args["hx"] is not None
+    ctx.has_cx = args["cx"] is not None
+    ctx.has_batch_sizes = args["batch_sizes"] is not None
+    saved = [args["input"], out, reserve, *args["weights"], *args["dropout_masks"]]
+    for optional in ("hx", "cx", "batch_sizes"):
+        if args[optional] is not None:
+            saved.append(args[optional])
+    ctx.save_for_backward(*saved)
+
+
+def _rnn_backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
+    if torch.is_grad_enabled():
+        raise RuntimeError("fastrnn: double backward (create_graph=True) through fastrnn.rnn "
+                           "is not supported")
+    saved = list(ctx.saved_tensors)
+    input, output, reserve = saved[:3]
+    weights = saved[3:3 + ctx.num_weights]
+    rest = saved[3 + ctx.num_weights:]
+    masks, rest = rest[:ctx.num_masks], rest[ctx.num_masks:]
+    hx = rest.pop(0) if ctx.has_hx else None
+    cx = rest.pop(0) if ctx.has_cx else None
+    batch_sizes = rest.pop(0) if ctx.has_batch_sizes else None
+    cell = ctx.config[0]
+    if grad_output is None:
+        grad_output = torch.zeros_like(output)
+    grad_input, grad_hx, grad_cx, grad_weights = rnn_backward(
+        input, weights, hx, cx, batch_sizes, masks, output, reserve, grad_output, grad_hy,
+        grad_cy if cell == "LSTM" else None, *ctx.config)
+    return (grad_input, grad_weights, grad_hx if ctx.has_hx else None,
+            grad_cx if ctx.has_cx else None, None, [None] * ctx.num_masks,
+            None, None, None, None, None)
+
+
+rnn.register_autograd(_rnn_backward, setup_context=_rnn_setup_context)
