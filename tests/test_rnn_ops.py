@@ -1,0 +1,203 @@
+"""The custom ops behind the modules: gradcheck, opcheck, dropout, determinism, autograd edges."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import fastrnn
+from fastrnn import _ops
+from fastrnn.reference import rnn_stack
+
+CONFIGS = [
+    # (cell, num_layers, bidirectional, proj_size, has_bias, packed)
+    ("RNN_TANH", 1, False, 0, True, False),
+    ("RNN_RELU", 2, True, 0, True, True),
+    ("LSTM", 2, True, 0, True, True),
+    ("LSTM", 2, False, 2, False, False),
+    ("LSTM", 1, True, 2, True, True),
+    ("GRU", 2, True, 0, True, False),
+    ("GRU", 1, False, 0, False, True),
+]
+MODULES = {"RNN_TANH": fastrnn.RNN, "RNN_RELU": fastrnn.RNN, "LSTM": fastrnn.LSTM,
+           "GRU": fastrnn.GRU}
+
+
+def make_problem(cell, num_layers, bidirectional, proj_size, has_bias, packed, dtype,
+                 T=4, B=3, I=3, H=4, with_masks=False):
+    """Random op arguments (all float tensors require grad). Packed lengths are distinct and
+    unsorted before packing, so shorter sequences exercise the reverse-direction starts."""
+    kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, bias=has_bias,
+                  dtype=dtype)
+    if cell.startswith("RNN"):
+        kwargs["nonlinearity"] = "tanh" if cell == "RNN_TANH" else "relu"
+    if proj_size:
+        kwargs["proj_size"] = proj_size
+    module = MODULES[cell](I, H, **kwargs)
+    weights = [w.detach().clone().requires_grad_() for w in module._flat_weights]
+    D = 2 if bidirectional else 1
+    O = proj_size or H
+    x = torch.randn(T, B, I, dtype=dtype)
+    batch_sizes = None
+    if packed:
+        lengths = torch.tensor([T, T - 2, T - 1][:B])
+        packed_seq = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        x, batch_sizes = packed_seq.data, packed_seq.batch_sizes
+    x.requires_grad_()
+    hx = torch.randn(num_layers * D, B, O, dtype=dtype, requires_grad=True)
+    cx = torch.randn(num_layers * D, B, H, dtype=dtype, requires_grad=True) if cell == "LSTM" else None
+    masks = []
+    if with_masks and num_layers > 1:
+        rows = x.shape[:-1]
+        masks = [torch.bernoulli(torch.full(rows + (D * O,), 0.7, dtype=dtype)) / 0.7
+                 for _ in range(num_layers - 1)]
+    return (x, weights, hx, cx, batch_sizes, masks, cell, num_layers, bidirectional, proj_size,
+            has_bias)
+
+
+def outputs(args):
+    output, hy, cy, _ = _ops.rnn(*args)
+    return (output, hy, cy) if args[6] == "LSTM" else (output, hy)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_gradcheck_float64(config):
+    args = make_problem(*config, torch.float64, with_masks=True)
+    x, weights, hx, cx = args[:4]
+    inputs = [x, hx, *weights] + ([cx] if cx is not None else [])
+    n_w = len(weights)
+
+    def fn(x, hx, *rest):
+        ws, cx = list(rest[:n_w]), (rest[n_w] if len(rest) > n_w else None)
+        return outputs((x, ws, hx, cx) + args[4:])
+
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_matches_reference_with_dropout_masks(config, assert_close):
+    args = make_problem(*config, torch.float64, with_masks=True)
+    got = outputs(args)
+    want = rnn_stack(*args)[:len(got)]
+    for g, w in zip(got, want):
+        assert_close(g, w)
+    grads_out = [torch.randn_like(g) for g in got]
+    leaves = [t for t in (args[0], args[2], args[3], *args[1]) if t is not None]
+    got_grads = torch.autograd.grad(got, leaves, grads_out)
+    want_grads = torch.autograd.grad(want, leaves, grads_out)
+    for g, w in zip(got_grads, want_grads):
+        assert_close(g, w)
+
+
+@pytest.mark.parametrize("config", CONFIGS[:4])
+def test_opcheck(config):
+    args = make_problem(*config, torch.float32, with_masks=True)
+    torch.library.opcheck(_ops.rnn, args)
+    output, hy, cy, reserve = _ops.rnn(*[a.detach() if isinstance(a, torch.Tensor) else a
+                                         for a in args])
+    no_grad = lambda t: None if t is None else t.detach()  # noqa: E731
+    bwd_args = (no_grad(args[0]), [w.detach() for w in args[1]], no_grad(args[2]),
+                no_grad(args[3]), args[4], args[5], output, reserve, torch.randn_like(output),
+                torch.randn_like(hy), torch.randn_like(cy) if args[6] == "LSTM" else None,
+                *args[6:])
+    # rnn_backward is not differentiable (double backward is refused), so no autograd checks.
+    torch.library.opcheck(_ops.rnn_backward, bwd_args,
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_double_backward_raises():
+    args = make_problem("LSTM", 1, False, 0, True, False, torch.float64)
+    output = outputs(args)[0]
+    # Refused as soon as a differentiable backward graph is asked for, never wrong values later.
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(output.sum(), args[0], create_graph=True)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN_TANH"])
+def test_bitwise_deterministic(cell):
+    args = make_problem(cell, 2, True, 0, True, True, torch.float32, T=6, B=3, I=5, H=7,
+                        with_masks=True)
+    runs = []
+    for _ in range(2):
+        outs = outputs(args)
+        leaves = [args[0], args[2], *args[1]]
+        runs.append(outs + torch.autograd.grad(sum(o.sum() for o in outs), leaves))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def _lstm_pair(dropout):
+    ref = nn.LSTM(3, 5, num_layers=3, dropout=dropout)
+    fast = fastrnn.LSTM(3, 5, num_layers=3, dropout=dropout)
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+def test_dropout_train_uses_torch_rng():
+    _, fast = _lstm_pair(0.5)
+    x = torch.randn(6, 2, 3)
+    torch.manual_seed(1)
+    a = fast(x)[0]
+    torch.manual_seed(1)
+    b = fast(x)[0]
+    c = fast(x)[0]
+    assert torch.equal(a, b)
+    assert not torch.equal(b, c)
+
+
+def test_dropout_train_matches_reference_masks(assert_close):
+    _, fast = _lstm_pair(0.3)
+    x = torch.randn(6, 2, 3, dtype=torch.float32)
+    torch.manual_seed(7)
+    output, (hy, cy) = fast(x)
+    torch.manual_seed(7)
+    masks = fast._dropout_masks(x.shape[:-1], x)
+    want = rnn_stack(x, fast._flat_weights, None, None, None, masks, "LSTM", 3, False, 0, True)
+    assert_close(output, want[0])
+    assert_close(hy, want[1])
+    assert_close(cy, want[2])
+
+
+def test_dropout_all_dropped_layer():
+    _, fast = _lstm_pair(1.0)
+    x = torch.randn(4, 2, 3)
+    with torch.no_grad():
+        output = fast(x)[0]
+    # Layers 2 and 3 see zero input: their output depends only on the biases.
+    assert torch.allclose(output[0], output[0][:1].expand_as(output[0]))
+
+
+def test_dropout_eval_is_torch_exact(assert_close):
+    ref, fast = _lstm_pair(0.5)
+    ref.eval()
+    fast.eval()
+    x = torch.randn(5, 2, 3)
+    assert_close(fast(x)[0], ref(x)[0])
+
+
+def test_backward_in_eval_mode(assert_close):
+    ref, fast = _lstm_pair(0.5)
+    ref.eval()
+    fast.eval()
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    (g_ref,) = torch.autograd.grad(ref(x)[0].sum(), x)
+    (g_fast,) = torch.autograd.grad(fast(x)[0].sum(), x)
+    assert_close(g_fast, g_ref)
+
+
+def test_unused_outputs_get_zero_gradient(assert_close):
+    ref, fast = _lstm_pair(0.0)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    (g_ref,) = torch.autograd.grad(ref(x)[1][1].sum(), x)  # only c_n used
+    (g_fast,) = torch.autograd.grad(fast(x)[1][1].sum(), x)
+    assert_close(g_fast, g_ref)
+
+
+def test_missing_cuda_module_gives_clear_runtime_error(monkeypatch):
+    # A CPU-only torch cannot make CUDA tensors, so exercise the dispatch's failure directly,
+    # as a build without the CUDA module sees it.
+    monkeypatch.setattr(fastrnn._backend, "_import_cuda",
+                        lambda: (None, ImportError("No module named 'fastrnn._cuda'")))
+    assert not fastrnn.cuda_build_available()
+    with pytest.raises(RuntimeError, match="built without CUDA support"):
+        fastrnn._backend.cuda_module()
