@@ -1,0 +1,102 @@
+"""Shared pytest configuration for the fastrnn test suite.
+
+Everything every test file needs lives here, in one place:
+
+* ``TOLERANCES``: the one per-dtype tolerance table (DESIGN.md section 4). Tests get it through the
+  ``tol`` fixture (``tol(dtype)`` -> ``dict(rtol=..., atol=...)``) or compare through the
+  ``assert_close`` fixture, which picks the tolerance from the expected tensor's dtype.
+* ``_seed_per_test`` (autouse): seeds torch, ``random`` and numpy from a hash of the test's node id,
+  so every test is reproducible on its own and different tests see different random inputs.
+  The ``seed`` fixture returns that seed; ``rng`` gives a ``random.Random`` seeded from it (for
+  choosing sizes, lengths, ...), independent of torch's generator.
+
+``from conftest import ...`` is deliberately not the interface (it depends on rootdir/sys.path
+details under pytest); use the fixtures.
+"""
+
+import hashlib
+import random
+
+import pytest
+import torch
+
+try:  # numpy is a test dependency, but keep the seeding fixture usable without it
+    import numpy as _np
+except ImportError:  # pragma: no cover
+    _np = None
+
+
+# The one tolerance table. fp64: exact up to reduction order. fp32: rel 1e-5 on well-conditioned
+# (O(1), small sizes) inputs. bf16/fp16: fp32 accumulation, result rounded to 8/11 mantissa bits.
+TOLERANCES = {
+    torch.float64: dict(rtol=1e-10, atol=1e-10),
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    torch.bfloat16: dict(rtol=1e-2, atol=1e-2),
+    torch.float16: dict(rtol=1e-2, atol=1e-2),
+}
+
+
+def tolerance(dtype):
+    """rtol/atol for comparing results computed in ``dtype``."""
+    try:
+        return dict(TOLERANCES[dtype])
+    except KeyError:
+        raise KeyError(f"no tolerance defined for dtype {dtype}; add it to TOLERANCES in tests/conftest.py")
+
+
+def _assert_close(actual, expected, dtype=None, msg=None, **overrides):
+    """torch.testing.assert_close with the table's tolerance for ``dtype`` (default: expected's).
+
+    Also checks dtype, device and shape equality (assert_close does) and that NaNs are in the same
+    positions (equal_nan=True: NaN must match NaN).
+    """
+    if dtype is None:
+        dtype = expected.dtype if isinstance(expected, torch.Tensor) else torch.float64
+    kw = tolerance(dtype)
+    kw.update(overrides)
+    torch.testing.assert_close(actual, expected, equal_nan=True, msg=msg, **kw)
+
+
+def _seed_from_nodeid(nodeid):
+    return int.from_bytes(hashlib.sha256(nodeid.encode("utf-8")).digest()[:4], "little")
+
+
+@pytest.fixture(autouse=True)
+def _seed_per_test(request):
+    """Seed every RNG from the test's node id (reproducible per test, different across tests)."""
+    seed = _seed_from_nodeid(request.node.nodeid)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    if _np is not None:
+        _np.random.seed(seed)
+    return seed
+
+
+@pytest.fixture
+def seed(_seed_per_test):
+    """The seed this test was given (already applied to torch, random and numpy)."""
+    return _seed_per_test
+
+
+@pytest.fixture
+def rng(_seed_per_test):
+    """A ``random.Random`` seeded per test, for drawing sizes/lengths without touching torch's RNG."""
+    return random.Random(_seed_per_test ^ 0x5EED)
+
+
+@pytest.fixture
+def tol():
+    """``tol(dtype)`` -> ``dict(rtol=..., atol=...)`` from the shared TOLERANCES table."""
+    return tolerance
+
+
+@pytest.fixture
+def tolerances():
+    """The whole shared tolerance table (a copy)."""
+    return {k: dict(v) for k, v in TOLERANCES.items()}
+
+
+@pytest.fixture
+def assert_close():
+    """``assert_close(actual, expected, dtype=None, msg=None, **overrides)`` using TOLERANCES."""
+    return _assert_close
