@@ -751,3 +751,128 @@ def test_gradcheck(mode, packed):
 
     inputs = (x, h0) + ((c0,) if is_l else ()) + tuple(params)
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# more autograd / memory-layout situations real code runs into
+# --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "lstm_proj", "gru"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("form", ["padded", "packed_unsorted"])
+def test_simd_width_sizes(mode, dtype, form, rng, assert_close):
+    """Sizes past one SIMD vector with ragged tails (H, I not multiples of 4/8/16), B past a block."""
+    torch_cls, extra = MODES[mode]
+    H = rng.choice([8, 9, 16, 17, 23, 33])
+    I = rng.choice([8, 13, 31])
+    kw = dict(extra)
+    if mode == "lstm_proj":
+        kw["proj_size"] = rng.choice([5, 8, 9])
+    ref, mod = make_pair(torch_cls, I, H, num_layers=2, bidirectional=True, dtype=dtype, **kw)
+    compare(ref, mod, lambda: make_case(rng, ref, form=form, T=5, B=rng.choice([5, 9, 13]), batch_first=False,
+                                        with_state=True, dtype=dtype), assert_close, dtype)
+
+
+@pytest.mark.parametrize("torch_cls,extra", [(nn.RNN, {}), (nn.LSTM, {}), (nn.LSTM, dict(proj_size=2)), (nn.GRU, {})],
+                         ids=["rnn", "lstm", "lstm_proj", "gru"])
+def test_backward_accumulates_into_grad_like_torch(torch_cls, extra, assert_close):
+    ref, mod = make_pair(torch_cls, 3, 4, num_layers=2, bidirectional=True, dtype=torch.float64, **extra)
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    for m, xi in zip((ref, mod), xs):
+        m.zero_grad()
+        for k in range(2):  # two backward passes accumulate (retain_graph on the same graph too)
+            outs = flat_outputs(call(m, xi))
+            loss = sum((o * (j + k + 1)).sum() for j, o in enumerate(outs))
+            loss.backward(retain_graph=True)
+            loss.backward()
+    assert_close(xs[1].grad, xs[0].grad, torch.float64)
+    for (n, a), (_, b) in zip(mod.named_parameters(), ref.named_parameters()):
+        assert_close(a.grad, b.grad, torch.float64, msg=lambda m, n=n: f"{n}.grad: {m}")
+
+
+@pytest.mark.parametrize("torch_cls,extra", [(nn.RNN, {}), (nn.LSTM, {}), (nn.LSTM, dict(proj_size=2)), (nn.GRU, {})],
+                         ids=["rnn", "lstm", "lstm_proj", "gru"])
+def test_gradients_to_initial_state_only(torch_cls, extra, assert_close):
+    ref, mod = make_pair(torch_cls, 3, 4, num_layers=2, dtype=torch.float64, **extra)
+    for m in (ref, mod):
+        m.requires_grad_(False)
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    h0 = torch.randn(2, 2, extra.get("proj_size", 4), dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
+    leaves = [h0, c0] if torch_cls is nn.LSTM else [h0]
+    hx = tuple(leaves) if torch_cls is nn.LSTM else h0
+    res = []
+    for m in (ref, mod):
+        outs = flat_outputs(call(m, x, hx))
+        res.append(torch.autograd.grad(sum((o * (i + 1)).sum() for i, o in enumerate(outs)), leaves))
+    for a, b in zip(res[1], res[0]):
+        assert_close(a, b, torch.float64)
+
+
+@pytest.mark.parametrize("torch_cls,extra", [(nn.RNN, {}), (nn.LSTM, {}), (nn.LSTM, dict(proj_size=2)), (nn.GRU, {})],
+                         ids=["rnn", "lstm", "lstm_proj", "gru"])
+@pytest.mark.parametrize("form", ["padded", "packed_unsorted"])
+def test_learned_initial_state_expanded_over_batch(torch_cls, extra, form, rng, assert_close):
+    """h0 = param.expand(L*D, B, H) (stride 0 over the batch): forward and the summed grad."""
+    ref, mod = make_pair(torch_cls, 3, 4, num_layers=2, bidirectional=True, dtype=torch.float64, **extra)
+    h_init = torch.randn(4, 1, extra.get("proj_size", 4), dtype=torch.float64, requires_grad=True)
+    c_init = torch.randn(4, 1, 4, dtype=torch.float64, requires_grad=True)
+    B, T = 3, 4
+    x = torch.randn(T, B, 3, dtype=torch.float64, requires_grad=True)
+    leaves = [x, h_init] + ([c_init] if torch_cls is nn.LSTM else [])
+
+    def case():
+        h0 = h_init.expand(-1, B, -1)
+        c0 = c_init.expand(-1, B, -1) if torch_cls is nn.LSTM else None
+        c = Case(x=x, lengths=draw_lengths(random.Random(1), T, B, form), form=form, h0=h0, c0=c0)
+        c.leaves = lambda: leaves
+        return c
+
+    compare(ref, mod, case, assert_close, torch.float64)
+
+
+@pytest.mark.parametrize("torch_cls,extra", [(nn.RNN, {}), (nn.LSTM, {}), (nn.LSTM, dict(proj_size=2)), (nn.GRU, {})],
+                         ids=["rnn", "lstm", "lstm_proj", "gru"])
+def test_non_contiguous_parameters(torch_cls, extra, rng, assert_close):
+    """Parameters that are transposed/strided views (e.g. set by users or tied weights) are honoured."""
+    ref, mod = make_pair(torch_cls, 3, 4, num_layers=2, dtype=torch.float64, **extra)
+    for name in ("weight_hh_l0", "weight_ih_l1", "bias_ih_l0"):
+        w = getattr(ref, name).detach()
+        if w.dim() == 2:
+            nc = w.t().contiguous().t()  # same values, column-major strides
+        else:
+            nc = torch.stack([w, torch.zeros_like(w)], 1)[:, 0]  # stride 2
+        assert not nc.is_contiguous() and torch.equal(nc, w)
+        setattr(ref, name, nn.Parameter(nc.clone().t().contiguous().t() if w.dim() == 2 else nc.clone()))
+        setattr(mod, name, nn.Parameter(nc))
+    compare(ref, mod, lambda: make_case(rng, ref, form="padded", T=4, B=2, batch_first=False, with_state=True,
+                                        dtype=torch.float64), assert_close, torch.float64)
+
+
+@pytest.mark.parametrize("torch_cls", [nn.RNN, nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("which", ["output", "h_n"])
+def test_in_place_ops_on_outputs_like_torch(torch_cls, which, assert_close):
+    """E.g. nn.ReLU(inplace=True) or `out += skip` on an RNN's output: where torch's autograd accepts
+    it, fastrnn must too (and give torch's gradients); where torch refuses, fastrnn may refuse."""
+    ref, mod = make_pair(torch_cls, 3, 4, num_layers=2, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    outcomes = []
+    for m in (ref, mod):
+        out, state = m(x)
+        h = state[0] if isinstance(state, tuple) else state
+        target = out if which == "output" else h
+        target.add_(1.0)
+        nn.functional.relu(target, inplace=True)
+        try:
+            outcomes.append(torch.autograd.grad(out.sum() + (h * 2).sum(), [x] + list(m.parameters())))
+        except RuntimeError as e:
+            outcomes.append(e)
+    r, f = outcomes
+    if isinstance(r, Exception):
+        if isinstance(f, Exception):
+            return
+    else:
+        assert not isinstance(f, Exception), f"torch's autograd accepts the in-place op; fastrnn raised: {f}"
+    for a, b in zip(f, r):
+        assert_close(a, b, torch.float64)
