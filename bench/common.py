@@ -86,6 +86,47 @@ def machine_meta(device: torch.device, threads: int, command: str, extra=None) -
     return meta
 
 
+def load_average() -> Optional[List[float]]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+class CpuMonitor:
+    """How busy other processes kept the CPUs between start() and stop(), in cores on average:
+    all CPUs' busy time (/proc/stat) minus this process's own CPU time (os.times). Linux only;
+    elsewhere it reports None. A value well above 0 means the timings shared the machine."""
+
+    def __init__(self):
+        self._t = None
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        # user nice system idle iowait irq softirq steal ...
+        busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
+        own = os.times()
+        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.perf_counter()
+
+    def start(self) -> "CpuMonitor":
+        self._t = self._sample()
+        return self
+
+    def stop(self) -> Optional[float]:
+        end = self._sample()
+        if self._t is None or end is None:
+            return None
+        busy, own, wall = (e - s for e, s in zip(end, self._t))
+        if wall <= 0:
+            return None
+        return max(0.0, (busy - own) / wall)
+
+
 def device_slug(device: torch.device) -> str:
     """Short file-name label for the machine: 'cpu-amd-epyc', 'cuda-nvidia-h200', ..."""
     if device.type == "cuda":

@@ -16,7 +16,8 @@ Modes (DESIGN.md section 5):
 Method: both modules hold the same weights (load_state_dict). Each configuration is first checked
 (fastrnn's outputs, final states and, for fwdbwd, input and parameter gradients against torch's;
 fp32 tolerance 1e-4 relative to the reference's scale); a configuration that does not match is
-reported as MISMATCH and never timed. Then at least two warm-up calls of each, then --repeats
+reported as MISMATCH and never timed. The check is the first warm-up call; at least one more
+warm-up call of each follows (--warmup counts both, minimum 2), then --repeats
 samples, fastrnn and torch interleaved (alternating which goes first). A sample times `inner`
 back-to-back calls (chosen in warm-up so a sample lasts about --sample-ms), wall clock on CPU,
 CUDA events on GPU. min/median/max over samples; the table shows medians.
@@ -55,6 +56,7 @@ GPU_SHAPES = [(1024, B, H, H) for H in (256, 768, 1024) for B in (1, 16, 64, 256
 GPU_PROJ_SHAPES = [(1024, 16, 768, 768), (1024, 64, 768, 768)]
 GPU_HEADLINE = (1024, 16, 768, 768)
 STEP_HIDDEN = (128, 512)                      # step: T=1, B=1, I=H
+BUSY_CORES = 0.25                             # other processes' CPU use that marks a row noisy
 STEP_STATE_STEPS = 8                          # steps run (and compared) by the step check
 
 ALL_OPS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
@@ -383,7 +385,8 @@ def run_config(cfg: Config, args, device: torch.device, fast_classes) -> Dict[st
     calls = {"fastrnn": make_call(fast, cfg, inp_f), "torch": make_call(ref, cfg, inp_t)}
     est = {}
     for name, fn in calls.items():
-        for _ in range(args.warmup - 1):
+        # the check above was the first warm-up call (same code path); then warmup-1 more
+        for _ in range(args.warmup - 2):
             fn()
         est[name] = timer(fn)  # the last warm-up call, timed, to size the samples
     fastest = max(min(est.values()), 1e-4)
@@ -393,10 +396,12 @@ def run_config(cfg: Config, args, device: torch.device, fast_classes) -> Dict[st
             timer(fn, min(inner, 16))
     samples: Dict[str, List[float]] = {"fastrnn": [], "torch": []}
     order = ["fastrnn", "torch"]
+    monitor = common.CpuMonitor().start()
     for r in range(args.repeats):
         for name in (order if r % 2 == 0 else order[::-1]):
             samples[name].append(timer(calls[name], inner))
-    return {"status": "ok", "detail": detail, "inner": inner,
+    timer.sync()
+    return {"status": "ok", "detail": detail, "inner": inner, "others": monitor.stop(),
             "fastrnn": common.summarize(samples["fastrnn"]),
             "torch": common.summarize(samples["torch"])}
 
@@ -421,7 +426,8 @@ def parse_args(argv=None):
                    help="comma list (default: float32 on cpu; float32,bfloat16 on cuda)")
     p.add_argument("--repeats", type=int, default=None, help="timed samples per impl (default 7; "
                    "3 with --quick)")
-    p.add_argument("--warmup", type=int, default=2, help="warm-up calls per impl (at least 2)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="warm-up calls per impl, the correctness-check call included (at least 2)")
     p.add_argument("--sample-ms", type=float, default=None,
                    help="target duration of one sample; short calls are repeated inside a sample "
                         "(default 20 ms; 5 ms with --quick)")
@@ -482,6 +488,7 @@ def fmt_ms(v: float) -> str:
 def main(argv=None) -> int:
     p, args = parse_args(argv)
     t_start = time.perf_counter()
+    load_start = common.load_average()
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
@@ -524,6 +531,14 @@ def main(argv=None) -> int:
     print(f"fastrnn bench: device {device} ({common.device_slug(device)}), torch {torch.__version__}, "
           f"{threads} threads, {len(configs)} configurations, {args.repeats} repeats"
           + (" [torch against itself]" if args.self_baseline else ""))
+    idle = common.CpuMonitor().start()
+    time.sleep(0.5)
+    others_idle = idle.stop()
+    warn_start = None
+    if others_idle is not None and others_idle > BUSY_CORES:
+        warn_start = (f"warning: before starting, other processes kept {others_idle:.2f} of "
+                      f"{os.cpu_count()} cores busy: timings will be noisy")
+        print(warn_start)
     peaks: Dict[str, float] = {}
     if args.peak:
         for d in args.dtypes:
@@ -534,6 +549,8 @@ def main(argv=None) -> int:
     results: List[Dict[str, object]] = []
     skipped: List[Dict[str, object]] = []
     rows: List[List[str]] = []
+    n_busy = 0
+    run_monitor = common.CpuMonitor().start()
     for k, cfg in enumerate(configs, 1):
         t0 = time.perf_counter()
         res = run_config(cfg, args, device, fast_classes)
@@ -545,7 +562,7 @@ def main(argv=None) -> int:
             skipped.append({"op": cfg.op, "mode": cfg.mode, "dtype": cfg.dtype,
                             "shape": cfg.shape(), "packed": cfg.packed,
                             "status": res["status"], "detail": res["detail"]})
-            rows.append([cfg.op, cfg.mode, cfg.label, cfg.dtype, packed, res["status"], "-", "-",
+            rows.append([cfg.op, cfg.mode, cfg.label, cfg.dtype, packed, res["status"], "-", "- ",
                          "-"] + (["-"] if peaks else []))
             continue
         f, t = res["fastrnn"], res["torch"]
@@ -556,22 +573,36 @@ def main(argv=None) -> int:
                             "max_ms": round(s["max_ms"], 6)})
         gflops = cfg.flops() / (f["median_ms"] * 1e-3) / 1e9
         speed = t["median_ms"] / f["median_ms"]
+        others = res["others"]
+        busy = others is not None and others > BUSY_CORES
+        n_busy += busy
         row = [cfg.op, cfg.mode, cfg.label, cfg.dtype, packed, fmt_ms(f["median_ms"]),
-               fmt_ms(t["median_ms"]), f"{speed:.2f}x", f"{gflops:.1f}"]
+               fmt_ms(t["median_ms"]), f"{speed:.2f}x" + ("*" if busy else " "), f"{gflops:.1f}"]
         if peaks:
             row.append(f"{100 * gflops / peaks[cfg.dtype]:.1f}%")
         rows.append(row)
         print(f"{tag}: {fast_impl} {fmt_ms(f['median_ms'])} ms, torch {fmt_ms(t['median_ms'])} ms, "
               f"{speed:.2f}x (check {res['detail']}; {res['inner']} calls/sample; "
+              + (f"other processes used {others:.2f} cores; " if others is not None else "") +
               f"{time.perf_counter() - t0:.1f} s)", flush=True)
 
     elapsed = time.perf_counter() - t_start
+    load_end = common.load_average()
+    others_run = run_monitor.stop()
+    warn_end = None
+    if n_busy:
+        warn_end = (f"* other processes used more than {BUSY_CORES} of {os.cpu_count()} cores "
+                    f"while {n_busy} configuration(s) were timed: those timings are unreliable")
     if not args.no_json:
         what = args.what or ("rnn-self" if args.self_baseline else
                              "rnn-quick" if args.quick else "rnn")
         path = args.out or common.default_results_path(device, what)
         extra = {"quick": args.quick, "repeats": args.repeats, "fastrnn_impl": fast_impl,
-                 "elapsed_s": round(elapsed, 1)}
+                 "elapsed_s": round(elapsed, 1), "loadavg_start": load_start,
+                 "loadavg_end": load_end,
+                 "other_processes_cores_before": None if others_idle is None
+                 else round(others_idle, 2),
+                 "other_processes_cores": None if others_run is None else round(others_run, 2)}
         if device.type == "cuda":
             extra["tf32"] = args.tf32
         if peaks:
@@ -594,6 +625,8 @@ def main(argv=None) -> int:
           f"{threads} threads; median of {args.repeats}; speedup = torch / {fast_impl}; "
           f"step rows are ms per step; total {elapsed:.0f} s")
     print(common.format_table(header, rows))
+    for w in dict.fromkeys(x for x in (warn_start, warn_end) if x):
+        print(w)
     n_bad = len(skipped)
     if n_bad:
         print(f"\n{n_bad} configuration(s) not timed (MISMATCH/ERROR); see the lines above")
