@@ -252,9 +252,9 @@ def write_results(path: str, meta: Dict[str, object], results: List[Dict[str, ob
         f.write("\n")
 
 
-def format_table(header: List[str], rows: List[List[str]]) -> str:
+def format_table(header: List[str], rows: List[List[str]], right=()) -> str:
+    """Plain-text table; columns whose index is in `right` are right-aligned."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    right = [i for i, h in enumerate(header) if h.endswith(("ms", "x", "GFLOP/s", "%"))]
 
     def line(cells):
         return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)

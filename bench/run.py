@@ -401,7 +401,8 @@ def run_config(cfg: Config, args, device: torch.device, fast_classes) -> Dict[st
         for name in (order if r % 2 == 0 else order[::-1]):
             samples[name].append(timer(calls[name], inner))
     timer.sync()
-    return {"status": "ok", "detail": detail, "inner": inner, "others": monitor.stop(),
+    others = monitor.stop() if device.type == "cpu" else None
+    return {"status": "ok", "detail": detail, "inner": inner, "others": others,
             "fastrnn": common.summarize(samples["fastrnn"]),
             "torch": common.summarize(samples["torch"])}
 
@@ -531,10 +532,11 @@ def main(argv=None) -> int:
     print(f"fastrnn bench: device {device} ({common.device_slug(device)}), torch {torch.__version__}, "
           f"{threads} threads, {len(configs)} configurations, {args.repeats} repeats"
           + (" [torch against itself]" if args.self_baseline else ""))
-    idle = common.CpuMonitor().start()
-    time.sleep(0.5)
-    others_idle = idle.stop()
-    warn_start = None
+    others_idle = warn_start = None
+    if device.type == "cpu":
+        idle = common.CpuMonitor().start()
+        time.sleep(0.5)
+        others_idle = idle.stop()
     if others_idle is not None and others_idle > BUSY_CORES:
         warn_start = (f"warning: before starting, other processes kept {others_idle:.2f} of "
                       f"{os.cpu_count()} cores busy: timings will be noisy")
@@ -619,12 +621,12 @@ def main(argv=None) -> int:
     header = ["op", "mode", "shape TxBxIxH", "dtype", "packed", f"{fast_impl} ms", "torch ms",
               "speedup x", f"{fast_impl} GFLOP/s"]
     if peaks:
-        header.append("% of sgemm")
+        header.append("% of sgemm" if list(peaks) == ["float32"] else "% of GEMM (same dtype)")
     print(f"\n{fast_impl} vs torch {torch.__version__} on {device.type} "
           f"({common.cpu_info()['cpu'] if device.type == 'cpu' else torch.cuda.get_device_name(device)}), "
           f"{threads} threads; median of {args.repeats}; speedup = torch / {fast_impl}; "
           f"step rows are ms per step; total {elapsed:.0f} s")
-    print(common.format_table(header, rows))
+    print(common.format_table(header, rows, right=range(5, len(header))))
     for w in dict.fromkeys(x for x in (warn_start, warn_end) if x):
         print(w)
     n_bad = len(skipped)
