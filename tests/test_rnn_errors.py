@@ -222,6 +222,7 @@ cell_case("cx_batch_mismatch", (nn.LSTMCell,), lambda c: (X(2, 3), (X(2, 4), X(3
 cell_case("cx_hidden_size", (nn.LSTMCell,), lambda c: (X(2, 3), (X(2, 4), X(2, 5))), ["hidden_size", "5", "4"])
 # (torch 2.13 accepts a float64 cx with float32 h/input in LSTMCell and promotes: not a rejected misuse)
 cell_case("hx_tensor_not_tuple", (nn.LSTMCell,), lambda c: (X(2, 3), X(2, 4)), ["tuple"])
+cell_case("hx_stacked_tensor_2BH", (nn.LSTMCell,), lambda c: (X(2, 3), X(2, 2, 4)), ["tuple"])
 cell_case("hx_1_tuple", (nn.LSTMCell,), lambda c: (X(2, 3), (X(2, 4),)), ["two"])
 cell_case("hx_3_tuple", (nn.LSTMCell,), lambda c: (X(2, 3), (X(2, 4),) * 3), ["two"])
 cell_case("hx_tuple", (nn.RNNCell, nn.GRUCell), lambda c: (X(2, 3), (X(2, 4),)), [])
