@@ -449,6 +449,8 @@ def parse_args(argv=None):
                    "bench/results/<device>-<yyyymmdd>-<what>.json)")
     p.add_argument("--what", default=None, help="<what> in the default file name "
                    "(default rnn, rnn-quick, rnn-self)")
+    p.add_argument("--list", action="store_true",
+                   help="print the configurations (with their GFLOP per call) and exit")
     p.add_argument("--no-json", action="store_true", help="print only, write no files")
     p.add_argument("--no-plot", action="store_true", help="write no PNG")
     args = p.parse_args(argv)
@@ -526,6 +528,15 @@ def main(argv=None) -> int:
     if not configs:
         print("no configuration matches the filters", file=sys.stderr)
         return 2
+
+    if args.list:
+        for cfg in configs:
+            print(f"{cfg.op:8s} {cfg.mode:6s} {cfg.label:20s} {cfg.dtype:8s} "
+                  f"{'packed' if cfg.packed else 'padded'} rows={cfg.rows:<6d} "
+                  f"{cfg.flops() / 1e9:9.4f} GFLOP")
+        print(f"{len(configs)} configurations, {sum(c.flops() for c in configs) / 1e9:.1f} GFLOP "
+              f"per round of calls")
+        return 0
 
     print(f"fastrnn bench: device {device} ({common.device_slug(device)}), torch {torch.__version__}, "
           f"{threads} threads, {len(configs)} configurations, {args.repeats} repeats"
