@@ -1,7 +1,7 @@
 """fastrnn benchmark suite: fastrnn.{LSTM,GRU,RNN} against torch.nn's on whatever device is here.
 
     python bench/run.py                  # full suite on cuda if available, else cpu
-    python bench/run.py --quick          # two smallest CPU shapes, 3 repeats (< 1 min on 2 cores)
+    python bench/run.py --quick          # two smallest CPU shapes, 5 repeats (< 1 min on 2 cores)
     python bench/run.py --peak           # also measure sgemm GFLOP/s and print % of it
     python bench/run.py --ops lstm --modes fwd,fwdbwd --shapes '100x64x*' --repeats 11
     python bench/run.py --self           # torch against itself (noise floor; no fastrnn needed)
@@ -424,7 +424,7 @@ def parse_args(argv=None):
     p.add_argument("--dtypes", default=None,
                    help="comma list (default: float32 on cpu; float32,bfloat16 on cuda)")
     p.add_argument("--repeats", type=int, default=None, help="timed samples per impl (default 7; "
-                   "3 with --quick)")
+                   "5 with --quick)")
     p.add_argument("--warmup", type=int, default=2,
                    help="warm-up calls per impl, the correctness-check call included (at least 2)")
     p.add_argument("--sample-ms", type=float, default=None,
@@ -467,7 +467,7 @@ def parse_args(argv=None):
         if m not in ALL_MODES:
             p.error(f"unknown mode {m!r}; choose from {', '.join(ALL_MODES)}")
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 7
+        args.repeats = 5 if args.quick else 7
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
     args.warmup = max(2, args.warmup)
