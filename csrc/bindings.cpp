@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cpu/isa.h"
 #include "fastrnn/rnn.h"
 
 namespace py = pybind11;
@@ -26,15 +27,13 @@ std::vector<const void*> cptrs(const std::vector<std::uintptr_t>& addresses) {
 
 RnnForwardArgs forward_args(std::uintptr_t x, const std::vector<std::uintptr_t>& weights,
                             std::uintptr_t h0, std::uintptr_t c0,
-                            const std::vector<std::uintptr_t>& masks, std::uintptr_t y,
-                            std::uintptr_t reserve) {
+                            const std::vector<std::uintptr_t>& masks, std::uintptr_t reserve) {
   RnnForwardArgs a;
   a.x = cptr(x);
   a.weights = cptrs(weights);
   a.h0 = cptr(h0);
   a.c0 = cptr(c0);
   a.masks = cptrs(masks);
-  a.y = mptr(y);
   a.reserve = mptr(reserve);
   return a;
 }
@@ -76,36 +75,44 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("total_rows", &RnnDesc::total_rows)
       .def_property_readonly("reserve_elems_per_row",
                              [](const RnnDesc& d) { return reserve_elems_per_row(d); })
-      .def("workspace_elems", [](const RnnDesc& d, bool backward) {
-        return workspace_elems(d, backward ? Pass::Backward : Pass::Forward);
+      .def("workspace_elems", [](const RnnDesc& d, bool backward, DType dtype) {
+        return workspace_elems(d, backward ? Pass::Backward : Pass::Forward, dtype);
       });
+
+  m.def("cpu_isa", [] { return cpu::isa_name(cpu::active_isa()); },
+        "Instruction set the CPU kernels run with (generic, avx2 or avx512)");
+  m.def("best_cpu_isa", [] { return cpu::isa_name(cpu::best_supported_isa()); },
+        "Best instruction set this CPU and build support");
+  m.def("set_cpu_isa", &cpu::set_isa, py::arg("name"),
+        "Forces the CPU kernels' instruction set (ValueError if unsupported)");
 
   m.def(
       "rnn_forward",
       [](const RnnDesc& desc, DType dtype, std::uintptr_t x,
          const std::vector<std::uintptr_t>& weights, std::uintptr_t h0, std::uintptr_t c0,
          const std::vector<std::uintptr_t>& masks, std::uintptr_t y, std::uintptr_t hy,
-         std::uintptr_t cy, std::uintptr_t reserve, std::uintptr_t workspace) {
-        RnnForwardArgs a = forward_args(x, weights, h0, c0, masks, y, reserve);
+         std::uintptr_t cy, std::uintptr_t reserve, std::uintptr_t workspace, int threads) {
+        RnnForwardArgs a = forward_args(x, weights, h0, c0, masks, reserve);
+        a.y = mptr(y);
         a.hy = mptr(hy);
         a.cy = mptr(cy);
         a.workspace = mptr(workspace);
-        rnn_forward_cpu(desc, dtype, a);
+        rnn_forward_cpu(desc, dtype, a, threads);
       },
       py::arg("desc"), py::arg("dtype"), py::arg("x"), py::arg("weights"), py::arg("h0"),
       py::arg("c0"), py::arg("masks"), py::arg("y"), py::arg("hy"), py::arg("cy"),
-      py::arg("reserve"), py::arg("workspace"), py::call_guard<py::gil_scoped_release>());
+      py::arg("reserve"), py::arg("workspace"), py::arg("threads"),
+      py::call_guard<py::gil_scoped_release>());
 
   m.def(
       "rnn_backward",
       [](const RnnDesc& desc, DType dtype, std::uintptr_t x,
          const std::vector<std::uintptr_t>& weights, std::uintptr_t h0, std::uintptr_t c0,
-         const std::vector<std::uintptr_t>& masks, std::uintptr_t y, std::uintptr_t reserve,
-         std::uintptr_t dy, std::uintptr_t dhy, std::uintptr_t dcy, std::uintptr_t dx,
+         const std::vector<std::uintptr_t>& masks, std::uintptr_t reserve, std::uintptr_t dy, std::uintptr_t dhy, std::uintptr_t dcy, std::uintptr_t dx,
          std::uintptr_t dh0, std::uintptr_t dc0, const std::vector<std::uintptr_t>& dweights,
-         std::uintptr_t workspace) {
+         std::uintptr_t workspace, int threads) {
         RnnBackwardArgs a;
-        a.fwd = forward_args(x, weights, h0, c0, masks, y, reserve);
+        a.fwd = forward_args(x, weights, h0, c0, masks, reserve);
         a.dy = cptr(dy);
         a.dhy = cptr(dhy);
         a.dcy = cptr(dcy);
@@ -114,10 +121,11 @@ PYBIND11_MODULE(_C, m) {
         a.dc0 = mptr(dc0);
         for (auto p : dweights) a.dweights.push_back(mptr(p));
         a.workspace = mptr(workspace);
-        rnn_backward_cpu(desc, dtype, a);
+        rnn_backward_cpu(desc, dtype, a, threads);
       },
       py::arg("desc"), py::arg("dtype"), py::arg("x"), py::arg("weights"), py::arg("h0"),
-      py::arg("c0"), py::arg("masks"), py::arg("y"), py::arg("reserve"), py::arg("dy"),
+      py::arg("c0"), py::arg("masks"), py::arg("reserve"), py::arg("dy"),
       py::arg("dhy"), py::arg("dcy"), py::arg("dx"), py::arg("dh0"), py::arg("dc0"),
-      py::arg("dweights"), py::arg("workspace"), py::call_guard<py::gil_scoped_release>());
+      py::arg("dweights"), py::arg("workspace"), py::arg("threads"),
+      py::call_guard<py::gil_scoped_release>());
 }

@@ -97,7 +97,7 @@ def test_opcheck(config):
                                          for a in args])
     no_grad = lambda t: None if t is None else t.detach()  # noqa: E731
     bwd_args = (no_grad(args[0]), [w.detach() for w in args[1]], no_grad(args[2]),
-                no_grad(args[3]), args[4], args[5], output, reserve, torch.randn_like(output),
+                no_grad(args[3]), args[4], args[5], reserve, torch.randn_like(output),
                 torch.randn_like(hy), torch.randn_like(cy) if args[6] == "LSTM" else None,
                 *args[6:])
     # rnn_backward is not differentiable (double backward is refused), so no autograd checks.

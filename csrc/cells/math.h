@@ -21,8 +21,9 @@ FASTRNN_HD double sigmoid(double x) { return 1.0 / (1.0 + ::exp(-x)); }
 FASTRNN_HD float relu(float x) { return x > 0.0f || x != x ? x : 0.0f; }
 FASTRNN_HD double relu(double x) { return x > 0.0 || x != x ? x : 0.0; }
 
-// Derivative of relu at the output value y = relu(x): 1 where y > 0.
-FASTRNN_HD float relu_grad_mask(float y) { return y > 0.0f ? 1.0f : 0.0f; }
-FASTRNN_HD double relu_grad_mask(double y) { return y > 0.0 ? 1.0 : 0.0; }
+// Derivative of relu at the output value y = relu(x): 0 where y <= 0, else 1 (NaN included, so
+// that a NaN output passes its gradient through, as torch's threshold_backward does).
+FASTRNN_HD float relu_grad_mask(float y) { return y <= 0.0f ? 0.0f : 1.0f; }
+FASTRNN_HD double relu_grad_mask(double y) { return y <= 0.0 ? 0.0 : 1.0; }
 
 }  // namespace fastrnn::act

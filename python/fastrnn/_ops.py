@@ -104,10 +104,10 @@ def rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional
     hy = input.new_empty(num_layers * D, B, O)
     cy = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
     reserve = input.new_empty(N * desc.reserve_elems_per_row)
-    workspace = input.new_empty(desc.workspace_elems(False))
+    workspace = input.new_empty(desc.workspace_elems(False, dtype))
     _C.rnn_forward(desc, dtype, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
                    [_ptr(m) for m in masks], _ptr(output), _ptr(hy), _ptr(cy), _ptr(reserve),
-                   _ptr(workspace))
+                   _ptr(workspace), torch.get_num_threads())
     return output, hy, cy, reserve
 
 
@@ -127,8 +127,8 @@ def _(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidi
 @torch.library.custom_op("fastrnn::rnn_backward", mutates_args=())
 def rnn_backward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
                  cx: Optional[Tensor], batch_sizes: Optional[Tensor],
-                 dropout_masks: List[Tensor], output: Tensor, reserve: Tensor,
-                 grad_output: Tensor, grad_hy: Optional[Tensor], grad_cy: Optional[Tensor],
+                 dropout_masks: List[Tensor], reserve: Tensor, grad_output: Tensor,
+                 grad_hy: Optional[Tensor], grad_cy: Optional[Tensor],
                  cell: str, num_layers: int, bidirectional: bool, proj_size: int,
                  has_bias: bool) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
     """Backprop through time of ``rnn``. Returns (grad_input, grad_hx, grad_cx, grad_weights);
@@ -149,16 +149,17 @@ def rnn_backward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
     grad_hx = input.new_empty(num_layers * D, B, O)
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
     grad_weights = [torch.empty_like(w) for w in weights]
-    workspace = input.new_empty(desc.workspace_elems(True))
+    workspace = input.new_empty(desc.workspace_elems(True, dtype))
     _C.rnn_backward(desc, dtype, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
-                    [_ptr(m) for m in masks], _ptr(output), _ptr(reserve), _ptr(grad_output),
+                    [_ptr(m) for m in masks], _ptr(reserve), _ptr(grad_output),
                     _ptr(grad_hy), _ptr(grad_cy), _ptr(grad_input), _ptr(grad_hx),
-                    _ptr(grad_cx), [_ptr(g) for g in grad_weights], _ptr(workspace))
+                    _ptr(grad_cx), [_ptr(g) for g in grad_weights], _ptr(workspace),
+                    torch.get_num_threads())
     return grad_input, grad_hx, grad_cx, grad_weights
 
 
 @rnn_backward.register_fake
-def _(input, weights, hx, cx, batch_sizes, dropout_masks, output, reserve, grad_output, grad_hy,
+def _(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_output, grad_hy,
       grad_cy, cell, num_layers, bidirectional, proj_size, has_bias):
     T, B, N, H, O, D = _sizes(input, weights, hx, batch_sizes, cell, num_layers, bidirectional,
                               proj_size, has_bias)
@@ -175,6 +176,7 @@ def _rnn_setup_context(ctx, inputs, output):
     args = dict(zip(_RNN_ARGS, inputs))
     out, _, _, reserve = output
     ctx.mark_non_differentiable(reserve)
+    ctx.output_shape = out.shape
     ctx.config = (args["cell"], args["num_layers"], args["bidirectional"], args["proj_size"],
                   args["has_bias"])
     ctx.num_weights = len(args["weights"])
@@ -182,7 +184,8 @@ def _rnn_setup_context(ctx, inputs, output):
     ctx.has_hx = args["hx"] is not None
     ctx.has_cx = args["cx"] is not None
     ctx.has_batch_sizes = args["batch_sizes"] is not None
-    saved = [args["input"], out, reserve, *args["weights"], *args["dropout_masks"]]
+    # The output itself is not saved (the reserve holds a copy), so callers may modify it in place.
+    saved = [args["input"], reserve, *args["weights"], *args["dropout_masks"]]
     for optional in ("hx", "cx", "batch_sizes"):
         if args[optional] is not None:
             saved.append(args[optional])
@@ -194,18 +197,18 @@ def _rnn_backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
         raise RuntimeError("fastrnn: double backward (create_graph=True) through fastrnn.rnn "
                            "is not supported")
     saved = list(ctx.saved_tensors)
-    input, output, reserve = saved[:3]
-    weights = saved[3:3 + ctx.num_weights]
-    rest = saved[3 + ctx.num_weights:]
+    input, reserve = saved[:2]
+    weights = saved[2:2 + ctx.num_weights]
+    rest = saved[2 + ctx.num_weights:]
     masks, rest = rest[:ctx.num_masks], rest[ctx.num_masks:]
     hx = rest.pop(0) if ctx.has_hx else None
     cx = rest.pop(0) if ctx.has_cx else None
     batch_sizes = rest.pop(0) if ctx.has_batch_sizes else None
     cell = ctx.config[0]
     if grad_output is None:
-        grad_output = torch.zeros_like(output)
+        grad_output = input.new_zeros(ctx.output_shape)
     grad_input, grad_hx, grad_cx, grad_weights = rnn_backward(
-        input, weights, hx, cx, batch_sizes, masks, output, reserve, grad_output, grad_hy,
+        input, weights, hx, cx, batch_sizes, masks, reserve, grad_output, grad_hy,
         grad_cy if cell == "LSTM" else None, *ctx.config)
     return (grad_input, grad_weights, grad_hx if ctx.has_hx else None,
             grad_cx if ctx.has_cx else None, None, [None] * ctx.num_masks,

@@ -98,6 +98,8 @@ class _FastRNNBase:
                 self.check_forward_args(input, hx, batch_sizes)
         finally:
             self.batch_first = batch_first
+        if is_lstm and hx is not None and len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")
         h0, c0 = (hx if is_lstm else (hx, None)) if hx is not None else (None, None)
         _check_like_input(input, self._flat_weights, "parameter")
         _check_like_input(input, [h for h in (h0, c0) if h is not None], "hidden")
@@ -153,6 +155,12 @@ class _FastCellBase:
             if h.dim() not in (1, 2):
                 what = f"hx[{idx}]" if is_lstm else "hidden"
                 raise ValueError(f"{name}: Expected {what} to be 1D or 2D, got {h.dim()}D instead")
+        if is_lstm and hx is not None:
+            if isinstance(hx, Tensor):
+                raise TypeError("lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, "
+                                "not Tensor")
+            if len(hx) != 2:
+                raise RuntimeError("lstm_cell expects two hidden states")
         is_batched = input.dim() == 2
         if not is_batched:
             input = input.unsqueeze(0)

@@ -19,8 +19,8 @@
 //   y        [N, D*O]   output of the last layer (directions side by side)
 //   hy       [L*D, B, O], cy [L*D, B, H] (LSTM only): final states; also used as the running
 //            state during the forward pass
-//   reserve  reserve_elems(desc) values, written by forward, read by backward; holds only
-//            what backward needs (post-activation gates, cell states, intermediate outputs)
+//   reserve  reserve_elems_per_row(desc) * N values, written by forward, read by backward;
+//            holds only what backward needs (post-activation gates, cell states, layer outputs)
 //   workspace workspace_elems(desc, pass) values of scratch
 #pragma once
 
@@ -58,10 +58,12 @@ struct RnnDesc {
 };
 
 enum class Pass { Forward, Backward };
+enum class DType : int { Float32 = 0, Float64 = 1 };
 
-// Number of values of reserve and workspace. Reserve is linear in N: reserve_elems_per_row * N.
+// Number of values (of the problem's dtype) of reserve and workspace. The reserve is linear in
+// N: reserve_elems_per_row * N, so that shape-only (fake) implementations can size it.
 int64_t reserve_elems_per_row(const RnnDesc& desc);
-int64_t workspace_elems(const RnnDesc& desc, Pass pass);
+int64_t workspace_elems(const RnnDesc& desc, Pass pass, DType dtype);
 
 struct RnnForwardArgs {
   const void* x = nullptr;
@@ -79,7 +81,7 @@ struct RnnForwardArgs {
 // Gradients: dy [N, D*O]; dhy/dcy may be null (zero). Outputs dx [N, I], dh0 [L*D, B, O],
 // dc0 [L*D, B, H] (LSTM), dweights with the same layout as weights. Every output is overwritten.
 struct RnnBackwardArgs {
-  RnnForwardArgs fwd;                // the forward's inputs, y and reserve (read only)
+  RnnForwardArgs fwd;                // the forward's inputs and reserve (read only); y unused
   const void* dy = nullptr;
   const void* dhy = nullptr;
   const void* dcy = nullptr;
@@ -90,9 +92,9 @@ struct RnnBackwardArgs {
   void* workspace = nullptr;
 };
 
-enum class DType : int { Float32 = 0, Float64 = 1 };
-
-void rnn_forward_cpu(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args);
-void rnn_backward_cpu(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args);
+// CPU entry points; `threads` workers (clamped to the machine) split every step's work.
+// Results are bitwise identical for any thread count.
+void rnn_forward_cpu(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args, int threads);
+void rnn_backward_cpu(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int threads);
 
 }  // namespace fastrnn

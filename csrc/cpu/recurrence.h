@@ -1,0 +1,554 @@
+// CPU recurrence driver (per-ISA, see vec.h): runs any cell (csrc/cells/) over a whole stack,
+// forward and backprop-through-time.
+//
+// Per layer and direction:
+//   forward   Xg = X_l W_ih^T + b_ih for all rows at once (one GEMM into the reserve's gate block);
+//             then, per step, every thread owns a slice of hidden units (all gates of each unit)
+//             and computes h_{t-1} W_hh^T for its slice from a packed copy of W_hh that stays in
+//             its cache for the whole sequence, with the cell's pointwise math fused into the
+//             product's epilogue (which overwrites Xg in place with what backward needs); a spin
+//             barrier separates steps. With a projection (LSTM proj_size) a second phase computes
+//             r_t = h_t W_hr^T split by output columns.
+//   backward  the same, in reverse: the cell's backward per unit slice, then dh_{t-1} = dG W_hh split
+//             by output columns; finally whole-sequence GEMMs for dW_ih, dW_hh, dW_hr and dX.
+// States: h travels between steps through a double buffer [2][B][O] (every thread reads all of
+// h_{t-1}); c is private to the unit's owner and updated in place. Only rows < batch_sizes[t]
+// are computed at step t; the others are carried over unchanged, which is PackedSequence
+// semantics in both directions.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+// vec.h (through gemm.h) first: the cells name act::tanh etc. with qualified calls, which bind
+// to the overloads declared before the cells' templates are defined.
+#include "cpu/gemm.h"
+#include "cells/gru.h"
+#include "cells/lstm.h"
+#include "cells/rnn.h"
+#include "fastrnn/rnn.h"
+
+namespace fastrnn::cpu::FASTRNN_ISA {
+
+template <class T>
+void copy_n(const T* src, int64_t n, T* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+template <class T>
+void fill_n(T* dst, int64_t n, T value) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = value;
+}
+
+// Where each saved quantity lives in the reserve: a sequence of [N, width] blocks.
+//   for each (l, d): gates [N, kSaved*H], c [N, H] (LSTM), hh [N, H] (pre-projection h, P > 0)
+//   for each l: layer output [N, D*O] (the last one is copied to y; backward reads this copy, so
+//   the caller may modify y in place)
+template <class Cell>
+struct ReserveLayout {
+  int64_t H, O, D, L, P;
+  int64_t gates_w, cell_w, hh_w, per_ld_w;
+
+  explicit ReserveLayout(const RnnDesc& desc)
+      : H(desc.hidden_size),
+        O(desc.out_size()),
+        D(desc.num_directions),
+        L(desc.num_layers),
+        P(desc.proj_size),
+        gates_w(Cell::kSaved * H),
+        cell_w(Cell::kHasCell ? H : 0),
+        hh_w(P > 0 ? H : 0),
+        per_ld_w(gates_w + cell_w + hh_w) {}
+
+  int64_t per_row() const { return L * D * per_ld_w + L * D * O; }
+  int64_t ld_base(int64_t N, int64_t l, int64_t d) const { return N * (l * D + d) * per_ld_w; }
+  int64_t gates(int64_t N, int64_t l, int64_t d) const { return ld_base(N, l, d); }
+  int64_t cell(int64_t N, int64_t l, int64_t d) const { return ld_base(N, l, d) + N * gates_w; }
+  int64_t hh(int64_t N, int64_t l, int64_t d) const {
+    return ld_base(N, l, d) + N * (gates_w + cell_w);
+  }
+  int64_t layer_out(int64_t N, int64_t l) const { return N * (L * D * per_ld_w + l * D * O); }
+};
+
+// The flat weight list of one (layer, direction), in torch's order.
+template <class T>
+struct LayerWeights {
+  const T* w_ih = nullptr;
+  const T* w_hh = nullptr;
+  const T* b_ih = nullptr;
+  const T* b_hh = nullptr;
+  const T* w_hr = nullptr;
+};
+
+// Bump allocator over a caller-provided workspace.
+template <class T>
+struct Carve {
+  T* p;
+  T* take(int64_t n) {
+    T* out = p;
+    p += n;
+    return out;
+  }
+};
+
+template <class T, class Cell>
+class Driver {
+  using V = VecOf<T>;
+  static constexpr int W = V::kWidth;
+  static constexpr int G = Cell::kGates;
+  static constexpr int S = Cell::kSaved;
+
+ public:
+  Driver(const RnnDesc& desc, int threads)
+      : desc_(desc),
+        layout_(desc),
+        threads_(threads),
+        N_(desc.total_rows()),
+        B_(desc.batch),
+        H_(desc.hidden_size),
+        O_(desc.out_size()),
+        P_(desc.proj_size),
+        D_(desc.num_directions),
+        L_(desc.num_layers),
+        GH_(G * H_),
+        unit_blocks_(ceil_div(H_, W)),
+        out_blocks_(ceil_div(O_, W)) {}
+
+  static int64_t reserve_per_row(const RnnDesc& desc) { return ReserveLayout<Cell>(desc).per_row(); }
+
+  static int64_t workspace_elems(const RnnDesc& desc, Pass pass) {
+    const Driver d(desc, 1);
+    const int64_t in_max = d.max_layer_input();
+    const int64_t masked = d.L_ > 1 ? d.N_ * d.D_ * d.O_ : 0;
+    const int64_t states = 2 * d.B_ * d.O_;
+    if (pass == Pass::Forward) {
+      return masked + gemm_pack_elems<T>(in_max, d.GH_) + d.unit_blocks_ * d.O_ * G * W +
+             d.out_blocks_ * d.H_ * W * (d.P_ > 0) + states;
+    }
+    const int64_t widest = d.widest_gradient();
+    return d.N_ * d.O_ + (Cell::kHasCell ? d.N_ * d.H_ : 0) + d.N_ * d.GH_ +
+           (Cell::kDirectHPath ? d.N_ * d.GH_ : 0) + d.N_ * d.P_ + 3 * masked +
+           gemm_pack_elems<T>(d.N_ > d.GH_ ? d.N_ : d.GH_, widest) + d.out_blocks_ * d.GH_ * W +
+           (d.P_ > 0 ? d.unit_blocks_ * d.P_ * W : 0) + states;
+  }
+
+  void forward(const RnnForwardArgs& a) {
+    T* reserve = static_cast<T*>(a.reserve);
+    Carve<T> ws{static_cast<T*>(a.workspace)};
+    T* masked = ws.take(L_ > 1 ? N_ * D_ * O_ : 0);
+    Buffers buf;
+    buf.pack = ws.take(gemm_pack_elems<T>(max_layer_input(), GH_));
+    buf.w_rec = ws.take(unit_blocks_ * O_ * G * W);
+    buf.w_proj = ws.take(P_ > 0 ? out_blocks_ * H_ * W : 0);
+    buf.states = ws.take(2 * B_ * O_);
+    for (int64_t l = 0; l < L_; ++l) {
+      const T* x_l = layer_input(a, reserve, masked, l);
+      T* y_l = reserve + layout_.layer_out(N_, l);
+      for (int64_t d = 0; d < D_; ++d) forward_layer_direction(a, l, d, x_l, y_l, reserve, buf);
+    }
+    copy_n(reserve + layout_.layer_out(N_, L_ - 1), N_ * D_ * O_, static_cast<T*>(a.y));
+  }
+
+  void backward(const RnnBackwardArgs& a) {
+    const RnnForwardArgs& f = a.fwd;
+    const T* reserve = static_cast<const T*>(f.reserve);
+    Carve<T> ws{static_cast<T*>(a.workspace)};
+    BackwardBuffers buf;
+    buf.h_prev = ws.take(N_ * O_);
+    buf.c_prev = ws.take(Cell::kHasCell ? N_ * H_ : 0);
+    buf.dgi = ws.take(N_ * GH_);
+    buf.dgh = Cell::kDirectHPath ? ws.take(N_ * GH_) : buf.dgi;
+    buf.dr = ws.take(N_ * P_);
+    const int64_t masked = L_ > 1 ? N_ * D_ * O_ : 0;
+    buf.masked = ws.take(masked);
+    buf.dy_next[0] = ws.take(masked);
+    buf.dy_next[1] = ws.take(masked);
+    buf.pack = ws.take(gemm_pack_elems<T>(N_ > GH_ ? N_ : GH_, widest_gradient()));
+    buf.w_rec = ws.take(out_blocks_ * GH_ * W);
+    buf.w_proj = ws.take(P_ > 0 ? unit_blocks_ * P_ * W : 0);
+    buf.states = ws.take(2 * B_ * O_);
+
+    const T* dy_l = static_cast<const T*>(a.dy);
+    for (int64_t l = L_ - 1; l >= 0; --l) {
+      const T* x_l = layer_input(f, reserve, buf.masked, l);
+      T* dx_l = l == 0 ? static_cast<T*>(a.dx) : buf.dy_next[l % 2];
+      for (int64_t d = 0; d < D_; ++d) {
+        backward_layer_direction(a, l, d, x_l, dy_l, dx_l, reserve, buf);
+      }
+      if (l > 0 && !f.masks.empty()) {
+        const T* mask = static_cast<const T*>(f.masks[l - 1]);
+        for (int64_t i = 0; i < N_ * D_ * O_; ++i) dx_l[i] *= mask[i];
+      }
+      dy_l = dx_l;
+    }
+  }
+
+ private:
+  int64_t max_layer_input() const {
+    return L_ > 1 && D_ * O_ > desc_.input_size ? D_ * O_ : desc_.input_size;
+  }
+  // Widest N of the backward GEMMs (dW_ih, dW_hh, dW_hr, dX).
+  int64_t widest_gradient() const {
+    const int64_t w = max_layer_input() > O_ ? max_layer_input() : O_;
+    return w > H_ ? w : H_;
+  }
+
+  struct Buffers {
+    T* pack;    // GEMM packing scratch
+    T* w_rec;   // packed recurrent weights
+    T* w_proj;  // packed projection weights
+    T* states;  // [2][B][O] double-buffered h (forward) or dh (backward)
+  };
+  struct BackwardBuffers : Buffers {
+    T* h_prev;      // [N, O] the h each row's step started from
+    T* c_prev;      // [N, H] (LSTM)
+    T* dgi;         // [N, G*H] gradient of the input-side pre-activations
+    T* dgh;         // [N, G*H] recurrent side; aliases dgi unless the cell has a direct h path
+    T* dr;          // [N, P] gradient of the projected output (P > 0)
+    T* masked;      // [N, D*O] (L > 1)
+    T* dy_next[2];  // [N, D*O] each (L > 1)
+  };
+
+  LayerWeights<T> layer_weights(const std::vector<const void*>& flat, int64_t l, int64_t d) const {
+    const int64_t per = desc_.weights_per_layer_direction();
+    const void* const* w = flat.data() + (l * D_ + d) * per;
+    LayerWeights<T> lw;
+    lw.w_ih = static_cast<const T*>(w[0]);
+    lw.w_hh = static_cast<const T*>(w[1]);
+    int64_t k = 2;
+    if (desc_.has_bias) {
+      lw.b_ih = static_cast<const T*>(w[k++]);
+      lw.b_hh = static_cast<const T*>(w[k++]);
+    }
+    if (P_ > 0) lw.w_hr = static_cast<const T*>(w[k]);
+    return lw;
+  }
+
+  // Input of layer l: x, or the previous layer's output with its dropout mask applied.
+  const T* layer_input(const RnnForwardArgs& a, const T* reserve, T* masked, int64_t l) const {
+    if (l == 0) return static_cast<const T*>(a.x);
+    const T* prev = reserve + layout_.layer_out(N_, l - 1);
+    if (a.masks.empty()) return prev;
+    const T* mask = static_cast<const T*>(a.masks[l - 1]);
+    for (int64_t i = 0; i < N_ * D_ * O_; ++i) masked[i] = prev[i] * mask[i];
+    return masked;
+  }
+
+  static V load(const T* p, int n) { return n == W ? V::load(p) : V::load_partial(p, n); }
+  static void store(V v, T* p, int n) {
+    if (n == W) {
+      v.store(p);
+    } else {
+      v.store_partial(p, n);
+    }
+  }
+
+  // Packs W [G*H, K] (gate blocks of H rows) for unit blocks [u0, u1): block u is [K][G][W] with
+  // element (k, g, lane) = W[g*H + u*W + lane][k], zero past H.
+  void pack_units(const T* w, int64_t K, int64_t u0, int64_t u1, T* out) const {
+    for (int64_t u = u0; u < u1; ++u) {
+      T* dst = out + u * K * G * W;
+      for (int64_t k = 0; k < K; ++k) {
+        for (int g = 0; g < G; ++g) {
+          for (int lane = 0; lane < W; ++lane) {
+            const int64_t j = u * W + lane;
+            dst[(k * G + g) * W + lane] = j < H_ ? w[(g * H_ + j) * K + k] : T(0);
+          }
+        }
+      }
+    }
+  }
+
+  static void init_state(const void* init, int64_t offset, int64_t n, T* out) {
+    if (init) {
+      copy_n(static_cast<const T*>(init) + offset, n, out);
+    } else {
+      fill_n(out, n, T(0));
+    }
+  }
+
+  // Rows [r_begin, r_end) of a [B, O] state: columns [c0, c0 + nc) copied from cur to next.
+  void carry(const T* cur, T* next, int64_t r_begin, int64_t r_end, int64_t c0, int64_t nc) const {
+    for (int64_t b = r_begin; b < r_end; ++b) copy_n(cur + b * O_ + c0, nc, next + b * O_ + c0);
+  }
+
+  void forward_layer_direction(const RnnForwardArgs& a, int64_t l, int64_t d, const T* x_l,
+                               T* y_l, T* reserve, const Buffers& buf) {
+    const LayerWeights<T> w = layer_weights(a.weights, l, d);
+    const int64_t in_l = desc_.layer_input_size(l), SH = S * H_, ldy = D_ * O_;
+    const int64_t state = l * D_ + d;
+    T* gates = reserve + layout_.gates(N_, l, d);
+    T* cells = reserve + layout_.cell(N_, l, d);
+    T* hh = reserve + layout_.hh(N_, l, d);
+    T* c_run = Cell::kHasCell ? static_cast<T*>(a.cy) + state * B_ * H_ : nullptr;
+    init_state(a.h0, state * B_ * O_, B_ * O_, buf.states);
+    if (Cell::kHasCell) init_state(a.c0, state * B_ * H_, B_ * H_, c_run);
+
+    // Input projection for every row at once, into the first G*H columns of the gate block.
+    if (w.b_ih) {
+      for (int64_t r = 0; r < N_; ++r) copy_n(w.b_ih, GH_, gates + r * SH);
+    }
+    gemm(Trans::No, Trans::Yes, N_, GH_, in_l, x_l, in_l, w.w_ih, in_l, w.b_ih != nullptr,
+         gates, SH, buf.pack, threads_);
+
+    const bool reverse = d == 1;
+    SpinBarrier barrier(threads_);
+    parallel(threads_, [&](int tid, int n) {
+      const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
+      const int64_t q0 = out_blocks_ * tid / n, q1 = out_blocks_ * (tid + 1) / n;
+      pack_units(w.w_hh, O_, u0, u1, buf.w_rec);
+      if (P_ > 0) pack_panels<1>(Trans::Yes, w.w_hr, H_, 0, H_, P_, q0, q1, buf.w_proj);
+      constexpr int MR = tile_rows<G>();
+      for (int64_t s = 0; s < desc_.seq_len; ++s) {
+        const int64_t t = reverse ? desc_.seq_len - 1 - s : s;
+        const int64_t bs = desc_.rows_at(t), off = desc_.offset_at(t);
+        const T* cur = buf.states + (s % 2) * B_ * O_;
+        T* next = buf.states + ((s + 1) % 2) * B_ * O_;
+        barrier.wait();  // h_{t-1} complete (and, at s = 0, the packed weights)
+        for (int64_t u = u0; u < u1; ++u) {
+          const int64_t j0 = u * W;
+          const int nj = static_cast<int>(imin(W, H_ - j0));
+          for (int64_t r0 = 0; r0 < bs; r0 += MR) {
+            const int rows = static_cast<int>(imin(MR, bs - r0));
+            tile<G>(rows, O_, MatA<T>{cur + r0 * O_, O_, 1}, buf.w_rec + u * O_ * G * W,
+                    [&](V (&acc)[MR][G]) {
+                      for (int r = 0; r < rows; ++r) {
+                        const int64_t b = r0 + r, row = off + b;
+                        T* srow = gates + row * SH;
+                        V xp[G], hp[G], saved[S];
+                        for (int g = 0; g < G; ++g) {
+                          xp[g] = load(srow + g * H_ + j0, nj);
+                          hp[g] = acc[r][g];
+                          if (w.b_hh) hp[g] += load(w.b_hh + g * H_ + j0, nj);
+                        }
+                        const V h_prev = Cell::kDirectHPath ? load(cur + b * O_ + j0, nj) : V(T(0));
+                        const V c_prev = Cell::kHasCell ? load(c_run + b * H_ + j0, nj) : V(T(0));
+                        V c(T(0)), h;
+                        Cell::forward(xp, hp, h_prev, c_prev, saved, c, h);
+                        for (int k = 0; k < S; ++k) store(saved[k], srow + k * H_ + j0, nj);
+                        if (Cell::kHasCell) {
+                          store(c, c_run + b * H_ + j0, nj);
+                          store(c, cells + row * H_ + j0, nj);
+                        }
+                        if (P_ > 0) {
+                          store(h, hh + row * H_ + j0, nj);
+                        } else {
+                          store(h, next + b * O_ + j0, nj);
+                          store(h, y_l + row * ldy + d * O_ + j0, nj);
+                        }
+                      }
+                    });
+          }
+          if (P_ == 0) carry(cur, next, bs, B_, j0, nj);
+        }
+        if (P_ > 0) {
+          barrier.wait();  // h_t of every unit is in hh
+          project_step(hh + off * H_, bs, q0, q1, buf.w_proj, y_l + off * ldy + d * O_, ldy,
+                       cur, next);
+        }
+      }
+    });
+    copy_n(buf.states + (desc_.seq_len % 2) * B_ * O_, B_ * O_,
+           static_cast<T*>(a.hy) + state * B_ * O_);
+  }
+
+  // r_t = hh_t W_hr^T for output blocks [q0, q1): into the layer output and the next state.
+  void project_step(const T* hh_rows, int64_t bs, int64_t q0, int64_t q1, const T* w_proj,
+                    T* y_rows, int64_t ldy, const T* cur, T* next) const {
+    constexpr int MR = tile_rows<1>();
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t p0 = q * W;
+      const int np = static_cast<int>(imin(W, O_ - p0));
+      for (int64_t r0 = 0; r0 < bs; r0 += MR) {
+        const int rows = static_cast<int>(imin(MR, bs - r0));
+        tile<1>(rows, H_, MatA<T>{hh_rows + r0 * H_, H_, 1}, w_proj + q * H_ * W,
+                [&](V (&acc)[MR][1]) {
+                  for (int r = 0; r < rows; ++r) {
+                    store(acc[r][0], y_rows + (r0 + r) * ldy + p0, np);
+                    store(acc[r][0], next + (r0 + r) * O_ + p0, np);
+                  }
+                });
+      }
+      carry(cur, next, bs, B_, p0, np);
+    }
+  }
+
+  // Rows of the state that fed each step: the previous step's rows, or the initial state for
+  // rows that start at this step (the first step of a direction, or shorter packed sequences
+  // in the reverse direction).
+  void gather_previous(const T* seq, int64_t ld_seq, int64_t col, const void* init,
+                       int64_t init_offset, int64_t width, bool reverse, T* out) const {
+    const T* init_rows = init ? static_cast<const T*>(init) + init_offset : nullptr;
+    for (int64_t t = 0; t < desc_.seq_len; ++t) {
+      const int64_t prev = reverse ? t + 1 : t - 1;
+      const bool has_prev = prev >= 0 && prev < desc_.seq_len;
+      const int64_t bs = desc_.rows_at(t), off = desc_.offset_at(t);
+      const int64_t bs_prev = has_prev ? desc_.rows_at(prev) : 0;
+      for (int64_t b = 0; b < bs; ++b) {
+        T* dst = out + (off + b) * width;
+        if (b < bs_prev) {
+          copy_n(seq + (desc_.offset_at(prev) + b) * ld_seq + col, width, dst);
+        } else if (init_rows) {
+          copy_n(init_rows + b * width, width, dst);
+        } else {
+          fill_n(dst, width, T(0));
+        }
+      }
+    }
+  }
+
+  void backward_layer_direction(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* x_l,
+                                const T* dy_l, T* dx_l, const T* reserve,
+                                const BackwardBuffers& buf) {
+    const RnnForwardArgs& f = a.fwd;
+    const LayerWeights<T> w = layer_weights(f.weights, l, d);
+    const int64_t in_l = desc_.layer_input_size(l), ldy = D_ * O_;
+    const int64_t state = l * D_ + d;
+    const bool reverse = d == 1;
+    const T* gates = reserve + layout_.gates(N_, l, d);
+    const T* cells = reserve + layout_.cell(N_, l, d);
+    const T* hh = reserve + layout_.hh(N_, l, d);
+    const T* y_l = reserve + layout_.layer_out(N_, l);
+
+    gather_previous(y_l, ldy, d * O_, f.h0, state * B_ * O_, O_, reverse, buf.h_prev);
+    if (Cell::kHasCell) gather_previous(cells, H_, 0, f.c0, state * B_ * H_, H_, reverse, buf.c_prev);
+    T* dc_run = Cell::kHasCell ? static_cast<T*>(a.dc0) + state * B_ * H_ : nullptr;
+    init_state(a.dhy, state * B_ * O_, B_ * O_, buf.states);
+    if (Cell::kHasCell) init_state(a.dcy, state * B_ * H_, B_ * H_, dc_run);
+
+    SpinBarrier barrier(threads_);
+    parallel(threads_, [&](int tid, int n) {
+      const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
+      const int64_t q0 = out_blocks_ * tid / n, q1 = out_blocks_ * (tid + 1) / n;
+      // dh_{t-1} = dG W_hh: W_hh [G*H, O] is the B operand as stored, split by O columns.
+      pack_panels<1>(Trans::No, w.w_hh, O_, 0, GH_, O_, q0, q1, buf.w_rec);
+      // dhh = dr W_hr: W_hr [P, H] as stored, split by hidden units.
+      if (P_ > 0) pack_panels<1>(Trans::No, w.w_hr, H_, 0, P_, H_, u0, u1, buf.w_proj);
+      barrier.wait();
+      const int64_t T_ = desc_.seq_len;
+      for (int64_t s = T_ - 1; s >= 0; --s) {
+        const int64_t t = reverse ? T_ - 1 - s : s;
+        const int64_t bs = desc_.rows_at(t), off = desc_.offset_at(t);
+        const T* cur = buf.states + ((T_ - 1 - s) % 2) * B_ * O_;
+        T* next = buf.states + ((T_ - s) % 2) * B_ * O_;
+        if (P_ > 0) {
+          // dr_t = dy_t + dh from step t+1, split by output columns.
+          for (int64_t q = q0; q < q1; ++q) {
+            const int64_t p0 = q * W, np = imin(W, O_ - p0);
+            for (int64_t b = 0; b < bs; ++b) {
+              for (int64_t p = p0; p < p0 + np; ++p) {
+                buf.dr[(off + b) * P_ + p] = dy_l[(off + b) * ldy + d * O_ + p] + cur[b * O_ + p];
+              }
+            }
+          }
+          barrier.wait();
+        }
+        cell_backward_step(bs, off, u0, u1, gates, cells, dy_l + off * ldy + d * O_, ldy, cur,
+                           next, dc_run, buf);
+        barrier.wait();  // dG of every unit is complete
+        constexpr int MR = tile_rows<1>();
+        for (int64_t q = q0; q < q1; ++q) {
+          const int64_t p0 = q * W;
+          const int np = static_cast<int>(imin(W, O_ - p0));
+          for (int64_t r0 = 0; r0 < bs; r0 += MR) {
+            const int rows = static_cast<int>(imin(MR, bs - r0));
+            tile<1>(rows, GH_, MatA<T>{buf.dgh + (off + r0) * GH_, GH_, 1}, buf.w_rec + q * GH_ * W,
+                    [&](V (&acc)[MR][1]) {
+                      for (int r = 0; r < rows; ++r) {
+                        T* dst = next + (r0 + r) * O_ + p0;
+                        V out = acc[r][0];
+                        if (Cell::kDirectHPath) out += load(dst, np);
+                        store(out, dst, np);
+                      }
+                    });
+          }
+          carry(cur, next, bs, B_, p0, np);
+        }
+        barrier.wait();  // dh_{t-1} complete
+      }
+    });
+    copy_n(buf.states + (desc_.seq_len % 2) * B_ * O_, B_ * O_,
+           static_cast<T*>(a.dh0) + state * B_ * O_);
+
+    // Weight gradients, in the flat list's order (w_ih, w_hh, b_ih, b_hh, w_hr).
+    const int64_t first = state * desc_.weights_per_layer_direction();
+    auto dw = [&](int64_t k) { return static_cast<T*>(a.dweights[first + k]); };
+    int64_t k = 0;
+    gemm(Trans::Yes, Trans::No, GH_, in_l, N_, buf.dgi, GH_, x_l, in_l, false, dw(k++), in_l,
+         buf.pack, threads_);
+    gemm(Trans::Yes, Trans::No, GH_, O_, N_, buf.dgh, GH_, buf.h_prev, O_, false, dw(k++), O_,
+         buf.pack, threads_);
+    if (desc_.has_bias) {
+      column_sums(buf.dgi, dw(k++));
+      column_sums(buf.dgh, dw(k++));
+    }
+    if (P_ > 0) {
+      gemm(Trans::Yes, Trans::No, P_, H_, N_, buf.dr, P_, hh, H_, false, dw(k), H_, buf.pack,
+           threads_);
+    }
+    gemm(Trans::No, Trans::No, N_, in_l, GH_, buf.dgi, GH_, w.w_ih, in_l, d > 0, dx_l, in_l,
+         buf.pack, threads_);
+  }
+
+  // The cell's backward at one step for unit blocks [u0, u1): dG rows, dc in place and, for
+  // GRU, the direct part of dh_{t-1} into next (the owner of unit j also owns column j of dh
+  // when there is no projection).
+  void cell_backward_step(int64_t bs, int64_t off, int64_t u0, int64_t u1, const T* gates, const T* cells, const T* dy_rows,
+                          int64_t ldy, const T* cur, T* next, T* dc_run,
+                          const BackwardBuffers& buf) const {
+    const int64_t SH = S * H_;
+    constexpr int MR = tile_rows<1>();
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t j0 = u * W;
+      const int nj = static_cast<int>(imin(W, H_ - j0));
+      for (int64_t r0 = 0; r0 < bs; r0 += MR) {
+        const int rows = static_cast<int>(imin(MR, bs - r0));
+        V dhh[MR];
+        if (P_ > 0) {
+          tile<1>(rows, P_, MatA<T>{buf.dr + (off + r0) * P_, P_, 1}, buf.w_proj + u * P_ * W,
+                  [&](V (&acc)[MR][1]) {
+                    for (int r = 0; r < rows; ++r) dhh[r] = acc[r][0];
+                  });
+        } else {
+          for (int r = 0; r < rows; ++r) {
+            dhh[r] = load(dy_rows + (r0 + r) * ldy + j0, nj) + load(cur + (r0 + r) * O_ + j0, nj);
+          }
+        }
+        for (int r = 0; r < rows; ++r) {
+          const int64_t b = r0 + r, row = off + b;
+          V saved[S], dxp[G], dhp[G];
+          for (int k = 0; k < S; ++k) saved[k] = load(gates + row * SH + k * H_ + j0, nj);
+          const V c = Cell::kHasCell ? load(cells + row * H_ + j0, nj) : V(T(0));
+          const V c_prev = Cell::kHasCell ? load(buf.c_prev + row * H_ + j0, nj) : V(T(0));
+          const V h_prev = Cell::kDirectHPath ? load(buf.h_prev + row * O_ + j0, nj) : V(T(0));
+          const V dc = Cell::kHasCell ? load(dc_run + b * H_ + j0, nj) : V(T(0));
+          V dc_prev(T(0)), dh_prev(T(0));
+          Cell::backward(dhh[r], dc, saved, c, c_prev, h_prev, dxp, dhp, dc_prev, dh_prev);
+          for (int g = 0; g < G; ++g) store(dxp[g], buf.dgi + row * GH_ + g * H_ + j0, nj);
+          if (Cell::kDirectHPath) {
+            for (int g = 0; g < G; ++g) store(dhp[g], buf.dgh + row * GH_ + g * H_ + j0, nj);
+            store(dh_prev, next + b * O_ + j0, nj);
+          }
+          if (Cell::kHasCell) store(dc_prev, dc_run + b * H_ + j0, nj);
+        }
+      }
+    }
+  }
+
+  // out[j] = sum over rows of m[row][j] for an [N, G*H] matrix, columns split across threads.
+  void column_sums(const T* m, T* out) const {
+    const int threads = N_ * GH_ < (1 << 16) ? 1 : threads_;
+    parallel(threads, [&](int tid, int n) {
+      for (int64_t j = GH_ * tid / n; j < GH_ * (tid + 1) / n; ++j) out[j] = T(0);
+      for (int64_t r = 0; r < N_; ++r) {
+        for (int64_t j = GH_ * tid / n; j < GH_ * (tid + 1) / n; ++j) out[j] += m[r * GH_ + j];
+      }
+    });
+  }
+
+  const RnnDesc& desc_;
+  ReserveLayout<Cell> layout_;
+  const int threads_;
+  const int64_t N_, B_, H_, O_, P_, D_, L_, GH_, unit_blocks_, out_blocks_;
+};
+
+}  // namespace fastrnn::cpu::FASTRNN_ISA

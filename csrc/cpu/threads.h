@@ -1,0 +1,35 @@
+// A small persistent thread pool for the CPU kernels, and a spinning barrier for the
+// per-step synchronization inside a recurrence (a step can take under a microsecond, far less
+// than a condition-variable wake-up).
+//
+// parallel(n, fn) runs fn(tid, n) on n threads (the caller is tid 0) and returns when all are
+// done. Work is split statically by tid, so which thread computes which output never depends on
+// timing: results are bitwise reproducible (and, because each output element is reduced in a
+// fixed order by one thread, identical for any thread count).
+#pragma once
+
+#include <atomic>
+#include <functional>
+
+namespace fastrnn::cpu {
+
+class SpinBarrier {
+ public:
+  explicit SpinBarrier(int parties) : parties_(parties) {}
+  // Every party calls wait(); all return once the last has arrived. Reusable.
+  void wait();
+
+ private:
+  const int parties_;
+  std::atomic<int> arrived_{0};
+  std::atomic<unsigned> generation_{0};
+};
+
+// Runs fn(tid, n) for tid in [0, n) concurrently; n is clamped to [1, max_threads()].
+// Exceptions thrown by fn are rethrown in the caller (the first one).
+void parallel(int n, const std::function<void(int tid, int n)>& fn);
+
+// Upper bound on threads the pool will start.
+int max_threads();
+
+}  // namespace fastrnn::cpu

@@ -1,0 +1,99 @@
+"""Every CPU instruction-set path (generic, AVX2, AVX-512) against torch, on one machine: the
+kernels of each ISA are selected with fastrnn._C.set_cpu_isa (FASTRNN_CPU_ISA does the same for
+a whole process)."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import fastrnn
+from fastrnn import _C
+
+ALL_ISAS = ["generic", "avx2", "avx512"]
+_RANK = {name: i for i, name in enumerate(ALL_ISAS)}
+SUPPORTED = [isa for isa in ALL_ISAS if _RANK[isa] <= _RANK[_C.best_cpu_isa()]]
+
+
+@pytest.fixture(params=ALL_ISAS)
+def isa(request):
+    if request.param not in SUPPORTED:
+        pytest.skip(f"{request.param} is not supported by this CPU or build")
+    previous = _C.cpu_isa()
+    _C.set_cpu_isa(request.param)
+    yield request.param
+    _C.set_cpu_isa(previous)
+
+
+def test_unknown_or_unsupported_isa_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown CPU ISA"):
+        _C.set_cpu_isa("sse9")
+    for name in ALL_ISAS:
+        if name not in SUPPORTED:
+            with pytest.raises(ValueError, match="does not support"):
+                _C.set_cpu_isa(name)
+
+
+CASES = [
+    # (torch class, kwargs): hidden sizes cross every vector width (4, 8, 16 floats; 2, 4, 8
+    # doubles) and leave partial tails.
+    (nn.LSTM, dict(hidden_size=17, num_layers=2, bidirectional=True)),
+    (nn.LSTM, dict(hidden_size=33, proj_size=9)),
+    (nn.GRU, dict(hidden_size=19, num_layers=2, bidirectional=True)),
+    (nn.RNN, dict(hidden_size=35, nonlinearity="tanh")),
+    (nn.RNN, dict(hidden_size=5, nonlinearity="relu", bidirectional=True)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c[0].__name__ + str(c[1].get("hidden_size")))
+def test_isa_matches_torch(isa, case, packed, dtype, assert_close):
+    cls, kwargs = case
+    ref = cls(6, dtype=dtype, **kwargs)
+    fast = getattr(fastrnn, cls.__name__)(6, dtype=dtype, **kwargs)
+    fast.load_state_dict(ref.state_dict())
+    T, B = 7, 9  # B > the micro-kernel's row tile, so row tails are exercised
+    x = torch.randn(T, B, 6, dtype=dtype, requires_grad=True)
+    lengths = torch.randint(1, T + 1, (B,))
+    lengths[0] = T
+
+    def run(module):
+        inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+        with warnings.catch_warnings():
+            if module is ref:  # torch warns that oneDNN lacks projections; fastrnn must not warn
+                warnings.filterwarnings("ignore", "LSTM with projections")
+            out, hidden = module(inp)
+        out = out.data if packed else out
+        hidden = hidden if isinstance(hidden, tuple) else (hidden,)
+        return (out,) + hidden
+
+    want, got = run(ref), run(fast)
+    for g, w in zip(got, want):
+        assert_close(g, w)
+    grads = [torch.randn_like(w) for w in want]
+    leaves_ref = [x, *ref.parameters()]
+    leaves_fast = [x, *fast.parameters()]
+    want_grads = torch.autograd.grad(want, leaves_ref, grads)
+    got_grads = torch.autograd.grad(got, leaves_fast, grads)
+    for g, w in zip(got_grads, want_grads):
+        assert_close(g, w)
+
+
+def test_isa_results_do_not_depend_on_thread_count(isa):
+    fast = fastrnn.LSTM(8, 37, num_layers=2, bidirectional=True)
+    x = torch.randn(6, 11, 8, requires_grad=True)
+    results = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out, (h, c) = fast(x)
+            grads = torch.autograd.grad(out.sum() + h.sum() + c.sum(), [x, *fast.parameters()])
+            results.append((out, h, c) + grads)
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
