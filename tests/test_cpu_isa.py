@@ -47,15 +47,21 @@ CASES = [
 ]
 
 
+# (T, B): more rows than a micro-kernel tile (packed-weight path), and a few rows in all
+# (the direct path that multiplies straight from the weights).
+SHAPES = [(7, 9), (2, 3)]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"T{s[0]}B{s[1]}")
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c[0].__name__ + str(c[1].get("hidden_size")))
-def test_isa_matches_torch(isa, case, packed, dtype, assert_close):
+def test_isa_matches_torch(isa, case, shape, packed, dtype, assert_close):
     cls, kwargs = case
     ref = cls(6, dtype=dtype, **kwargs)
     fast = getattr(fastrnn, cls.__name__)(6, dtype=dtype, **kwargs)
     fast.load_state_dict(ref.state_dict())
-    T, B = 7, 9  # B > the micro-kernel's row tile, so row tails are exercised
+    T, B = shape
     x = torch.randn(T, B, 6, dtype=dtype, requires_grad=True)
     lengths = torch.randint(1, T + 1, (B,))
     lengths[0] = T

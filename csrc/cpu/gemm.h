@@ -45,29 +45,73 @@ struct MatA {
   }
 };
 
-// acc[r][g] = sum_k A(r, k) * panel[k][g] for r < rows (rows <= tile_rows<G>()), k < K; then
-// epilogue(acc). Rows beyond `rows` compute on a repeated valid row and are discarded.
-template <int G, class T, class Epilogue>
-inline void tile(int rows, int64_t K, MatA<T> a, const T* panel, Epilogue&& epilogue) {
+// The first n lanes (n <= W) of p, as a full vector when n == W.
+template <class T>
+inline VecOf<T> load_n(const T* p, int n) {
+  return n == VecOf<T>::kWidth ? VecOf<T>::load(p) : VecOf<T>::load_partial(p, n);
+}
+template <class T>
+inline void store_n(VecOf<T> v, T* p, int n) {
+  if (n == VecOf<T>::kWidth) {
+    v.store(p);
+  } else {
+    v.store_partial(p, n);
+  }
+}
+
+// acc[r][g] = sum_k A(r, k) * panel[k][g] for r < R, k < K, with R fixed at compile time so
+// that a one-row step (batch 1) does one row's work.
+template <int G, int R, class T>
+inline void accumulate_rows(int rows, int64_t K, MatA<T> a, const T* panel,
+                            VecOf<T> (&acc)[tile_rows<G>()][G]) {
+  if constexpr (R > 1) {
+    if (rows < R) return accumulate_rows<G, R - 1>(rows, K, a, panel, acc);
+  }
   using V = VecOf<T>;
   constexpr int W = V::kWidth;
-  constexpr int MR = tile_rows<G>();
-  V acc[MR][G];
-  const T* arow[MR];
-  for (int r = 0; r < MR; ++r) {
+  const T* arow[R];
+  for (int r = 0; r < R; ++r) {
     for (int g = 0; g < G; ++g) acc[r][g] = V(T(0));
-    arow[r] = a.base + (r < rows ? r : rows - 1) * a.row_stride;
+    arow[r] = a.base + r * a.row_stride;
   }
   for (int64_t k = 0; k < K; ++k) {
     V b[G];
     for (int g = 0; g < G; ++g) b[g] = V::load(panel + (k * G + g) * W);
     const int64_t ak = k * a.k_stride;
-    for (int r = 0; r < MR; ++r) {
+    for (int r = 0; r < R; ++r) {
       const V av(arow[r][ak]);
       for (int g = 0; g < G; ++g) acc[r][g] += av * b[g];
     }
   }
+}
+
+// The micro-kernel: acc = A[rows, K] @ panel for 1 <= rows <= tile_rows<G>(), then
+// epilogue(acc) (only acc[r] for r < rows is meaningful).
+template <int G, class T, class Epilogue>
+inline void tile(int rows, int64_t K, MatA<T> a, const T* panel, Epilogue&& epilogue) {
+  VecOf<T> acc[tile_rows<G>()][G];
+  accumulate_rows<G, tile_rows<G>()>(rows, K, a, panel, acc);
   epilogue(acc);
+}
+
+// dst[k * dst_stride + c] = src[c * ld + k] for c < W, k < K: one lane group of a packed panel
+// built from rows of src (rows c >= rows are zero). Goes through a small block in registers so
+// both the reads (along rows of src) and the writes (along lanes) stay contiguous.
+template <class T>
+void pack_transposed(const T* src, int64_t ld, int64_t rows, int64_t K, int64_t dst_stride,
+                     T* dst) {
+  constexpr int W = VecOf<T>::kWidth;
+  constexpr int64_t KB = 16;
+  T block[W][KB];
+  for (int64_t k0 = 0; k0 < K; k0 += KB) {
+    const int64_t kb = imin(KB, K - k0);
+    for (int c = 0; c < W; ++c) {
+      for (int64_t kk = 0; kk < kb; ++kk) block[c][kk] = c < rows ? src[c * ld + k0 + kk] : T(0);
+    }
+    for (int64_t kk = 0; kk < kb; ++kk) {
+      for (int c = 0; c < W; ++c) dst[(k0 + kk) * dst_stride + c] = block[c][kk];
+    }
+  }
 }
 
 // Packs columns of op(B) [K, N] into panels of G*W columns: panel p holds [K][G][W] for columns
@@ -75,18 +119,89 @@ inline void tile(int rows, int64_t K, MatA<T> a, const T* panel, Epilogue&& epil
 template <int G, class T>
 void pack_panels(Trans t, const T* B, int64_t ldb, int64_t k0, int64_t K, int64_t N, int64_t p0,
                  int64_t p1, T* out) {
-  constexpr int64_t NR = G * VecOf<T>::kWidth;
+  constexpr int64_t W = VecOf<T>::kWidth, NR = G * W;
   for (int64_t p = p0; p < p1; ++p) {
     T* dst = out + p * K * NR;
-    const int64_t j0 = p * NR, cols = imin(NR, N - j0);
-    for (int64_t k = 0; k < K; ++k) {
-      for (int64_t c = 0; c < NR; ++c) {
-        T v = T(0);
-        if (c < cols) v = t == Trans::Yes ? B[(j0 + c) * ldb + k0 + k] : B[(k0 + k) * ldb + j0 + c];
-        dst[k * NR + c] = v;
+    for (int g = 0; g < G; ++g) {
+      const int64_t j0 = p * NR + g * W, cols = imin(W, N - j0);
+      if (t == Trans::Yes) {
+        pack_transposed(cols > 0 ? B + j0 * ldb + k0 : B, ldb, cols, K, NR, dst + g * W);
+        continue;
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        const T* src = B + (k0 + k) * ldb + j0;
+        for (int64_t c = 0; c < W; ++c) dst[k * NR + g * W + c] = c < cols ? src[c] : T(0);
       }
     }
   }
+}
+
+// Sum of the lanes, in lane order (so results do not depend on the build's vector width more
+// than the width itself does).
+template <class T>
+inline T lane_sum(VecOf<T> v) {
+  T s = T(0);
+  for (int i = 0; i < VecOf<T>::kWidth; ++i) s += v.v[i];
+  return s;
+}
+
+// dot(a[0:K], b[0:K]) with both operands contiguous.
+template <class T>
+inline T dot(const T* a, const T* b, int64_t K) {
+  using V = VecOf<T>;
+  constexpr int W = V::kWidth;
+  V acc(T(0));
+  int64_t k = 0;
+  for (; k + W <= K; k += W) acc += V::load(a + k) * V::load(b + k);
+  if (k < K) {
+    const int n = static_cast<int>(K - k);
+    acc += V::load_partial(a + k, n) * V::load_partial(b + k, n);
+  }
+  return lane_sum(acc);
+}
+
+// Products with few rows of A (a single step at batch 1, say), where packing B would cost as
+// much as the product: C = A @ op(B) straight from B, one row of A at a time. A is row-major.
+// op(B) = B^T (B stored [N,K]): dot products of rows; op(B) = B: rows of B scaled and summed.
+constexpr int64_t kDirectRows = 8;
+
+template <class T>
+void gemm_direct(Trans trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                 const T* B, int64_t ldb, bool accumulate, T* C, int64_t ldc) {
+  using V = VecOf<T>;
+  constexpr int W = V::kWidth;
+  for (int64_t i = 0; i < M; ++i) {
+    const T* a = A + i * lda;
+    T* c = C + i * ldc;
+    if (trans_b == Trans::Yes) {
+      for (int64_t j = 0; j < N; ++j) c[j] = (accumulate ? c[j] : T(0)) + dot(a, B + j * ldb, K);
+      continue;
+    }
+    for (int64_t j0 = 0; j0 < N; j0 += W) {
+      const int n = static_cast<int>(imin(W, N - j0));
+      V acc(T(0));
+      for (int64_t k = 0; k < K; ++k) acc += V(a[k]) * load_n(B + k * ldb + j0, n);
+      if (accumulate) acc += load_n(c + j0, n);
+      store_n(acc, c + j0, n);
+    }
+  }
+}
+
+// The micro-kernel's unpacked counterpart for a few rows: acc[r][g] lane c = dot(A row r,
+// w row (g * gate_rows + j0 + c)) for c < nj (0 beyond), with w [*, K] row-major.
+template <int G, class T, class Epilogue>
+inline void direct_tile(int rows, int64_t K, const T* a, int64_t lda, const T* w,
+                        int64_t gate_rows, int64_t j0, int nj, Epilogue&& epilogue) {
+  using V = VecOf<T>;
+  V acc[tile_rows<G>()][G];
+  for (int r = 0; r < rows; ++r) {
+    for (int g = 0; g < G; ++g) {
+      T lanes[V::kWidth] = {};
+      for (int c = 0; c < nj; ++c) lanes[c] = dot(a + r * lda, w + (g * gate_rows + j0 + c) * K, K);
+      acc[r][g] = V::load(lanes);
+    }
+  }
+  epilogue(acc);
 }
 
 template <class T>
@@ -119,6 +234,10 @@ void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, const T
       for (int64_t i = 0; i < M; ++i)
         for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = T(0);
     }
+    return;
+  }
+  if (M <= kDirectRows && trans_a == Trans::No) {
+    gemm_direct(trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
     return;
   }
   const int64_t panels = ceil_div(N, Blk::NR);

@@ -233,27 +233,16 @@ class Driver {
     return masked;
   }
 
-  static V load(const T* p, int n) { return n == W ? V::load(p) : V::load_partial(p, n); }
-  static void store(V v, T* p, int n) {
-    if (n == W) {
-      v.store(p);
-    } else {
-      v.store_partial(p, n);
-    }
-  }
+  static V load(const T* p, int n) { return load_n(p, n); }
+  static void store(V v, T* p, int n) { store_n(v, p, n); }
 
   // Packs W [G*H, K] (gate blocks of H rows) for unit blocks [u0, u1): block u is [K][G][W] with
   // element (k, g, lane) = W[g*H + u*W + lane][k], zero past H.
   void pack_units(const T* w, int64_t K, int64_t u0, int64_t u1, T* out) const {
     for (int64_t u = u0; u < u1; ++u) {
-      T* dst = out + u * K * G * W;
-      for (int64_t k = 0; k < K; ++k) {
-        for (int g = 0; g < G; ++g) {
-          for (int lane = 0; lane < W; ++lane) {
-            const int64_t j = u * W + lane;
-            dst[(k * G + g) * W + lane] = j < H_ ? w[(g * H_ + j) * K + k] : T(0);
-          }
-        }
+      for (int g = 0; g < G; ++g) {
+        pack_transposed(w + (g * H_ + u * W) * K, K, imin(W, H_ - u * W), K, G * W,
+                        out + u * K * G * W + g * W);
       }
     }
   }
@@ -291,12 +280,18 @@ class Driver {
          gates, SH, buf.pack, threads_);
 
     const bool reverse = d == 1;
-    SpinBarrier barrier(threads_);
-    parallel(threads_, [&](int tid, int n) {
+    // With a handful of rows in the whole sequence (streaming one step at a time), packing the
+    // weights would cost more than the steps: multiply straight from them, on one thread.
+    const bool direct = N_ <= kDirectRows;
+    const int threads = direct ? 1 : threads_;
+    SpinBarrier barrier(threads);
+    parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
       const int64_t q0 = out_blocks_ * tid / n, q1 = out_blocks_ * (tid + 1) / n;
-      pack_units(w.w_hh, O_, u0, u1, buf.w_rec);
-      if (P_ > 0) pack_panels<1>(Trans::Yes, w.w_hr, H_, 0, H_, P_, q0, q1, buf.w_proj);
+      if (!direct) {
+        pack_units(w.w_hh, O_, u0, u1, buf.w_rec);
+        if (P_ > 0) pack_panels<1>(Trans::Yes, w.w_hr, H_, 0, H_, P_, q0, q1, buf.w_proj);
+      }
       constexpr int MR = tile_rows<G>();
       for (int64_t s = 0; s < desc_.seq_len; ++s) {
         const int64_t t = reverse ? desc_.seq_len - 1 - s : s;
@@ -309,8 +304,7 @@ class Driver {
           const int nj = static_cast<int>(imin(W, H_ - j0));
           for (int64_t r0 = 0; r0 < bs; r0 += MR) {
             const int rows = static_cast<int>(imin(MR, bs - r0));
-            tile<G>(rows, O_, MatA<T>{cur + r0 * O_, O_, 1}, buf.w_rec + u * O_ * G * W,
-                    [&](V (&acc)[MR][G]) {
+            auto cell_epilogue = [&](V(&acc)[MR][G]) {
                       for (int r = 0; r < rows; ++r) {
                         const int64_t b = r0 + r, row = off + b;
                         T* srow = gates + row * SH;
@@ -336,14 +330,20 @@ class Driver {
                           store(h, y_l + row * ldy + d * O_ + j0, nj);
                         }
                       }
-                    });
+                    };
+            if (direct) {
+              direct_tile<G>(rows, O_, cur + r0 * O_, O_, w.w_hh, H_, j0, nj, cell_epilogue);
+            } else {
+              tile<G>(rows, O_, MatA<T>{cur + r0 * O_, O_, 1}, buf.w_rec + u * O_ * G * W,
+                      cell_epilogue);
+            }
           }
           if (P_ == 0) carry(cur, next, bs, B_, j0, nj);
         }
         if (P_ > 0) {
           barrier.wait();  // h_t of every unit is in hh
-          project_step(hh + off * H_, bs, q0, q1, buf.w_proj, y_l + off * ldy + d * O_, ldy,
-                       cur, next);
+          project_step(hh + off * H_, bs, q0, q1, direct ? nullptr : buf.w_proj, w.w_hr,
+                       y_l + off * ldy + d * O_, ldy, cur, next);
         }
       }
     });
@@ -352,21 +352,26 @@ class Driver {
   }
 
   // r_t = hh_t W_hr^T for output blocks [q0, q1): into the layer output and the next state.
+  // From the packed w_proj, or straight from w_hr when w_proj is null (direct mode).
   void project_step(const T* hh_rows, int64_t bs, int64_t q0, int64_t q1, const T* w_proj,
-                    T* y_rows, int64_t ldy, const T* cur, T* next) const {
+                    const T* w_hr, T* y_rows, int64_t ldy, const T* cur, T* next) const {
     constexpr int MR = tile_rows<1>();
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t p0 = q * W;
       const int np = static_cast<int>(imin(W, O_ - p0));
       for (int64_t r0 = 0; r0 < bs; r0 += MR) {
         const int rows = static_cast<int>(imin(MR, bs - r0));
-        tile<1>(rows, H_, MatA<T>{hh_rows + r0 * H_, H_, 1}, w_proj + q * H_ * W,
-                [&](V (&acc)[MR][1]) {
-                  for (int r = 0; r < rows; ++r) {
-                    store(acc[r][0], y_rows + (r0 + r) * ldy + p0, np);
-                    store(acc[r][0], next + (r0 + r) * O_ + p0, np);
-                  }
-                });
+        auto out_epilogue = [&](V(&acc)[MR][1]) {
+          for (int r = 0; r < rows; ++r) {
+            store(acc[r][0], y_rows + (r0 + r) * ldy + p0, np);
+            store(acc[r][0], next + (r0 + r) * O_ + p0, np);
+          }
+        };
+        if (w_proj) {
+          tile<1>(rows, H_, MatA<T>{hh_rows + r0 * H_, H_, 1}, w_proj + q * H_ * W, out_epilogue);
+        } else {
+          direct_tile<1>(rows, H_, hh_rows + r0 * H_, H_, w_hr, 0, p0, np, out_epilogue);
+        }
       }
       carry(cur, next, bs, B_, p0, np);
     }
