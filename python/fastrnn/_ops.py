@@ -17,7 +17,7 @@ from torch import Tensor
 from . import _C
 from ._backend import cuda_module, native_dtype
 
-__all__ = ["rnn", "rnn_backward", "CELL_GATES"]
+__all__ = ["rnn", "run_rnn", "rnn_backward", "CELL_GATES"]
 
 # Gates per cell (G): rows of W_ih / W_hh are G * hidden_size.
 CELL_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
@@ -79,8 +79,7 @@ def _require_cpu(input: Tensor) -> None:
             "run the module on CPU tensors")
 
 
-@torch.library.custom_op("fastrnn::rnn", mutates_args=())
-def rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
+def _rnn_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
         batch_sizes: Optional[Tensor], dropout_masks: List[Tensor], cell: str, num_layers: int,
         bidirectional: bool, proj_size: int, has_bias: bool
         ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -109,6 +108,32 @@ def rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional
                    [_ptr(m) for m in masks], _ptr(output), _ptr(hy), _ptr(cy), _ptr(reserve),
                    _ptr(workspace), torch.get_num_threads())
     return output, hy, cy, reserve
+
+
+rnn = torch.library.custom_op("fastrnn::rnn", mutates_args=())(_rnn_impl)
+
+
+def _plain(t) -> bool:
+    return t is None or type(t) is Tensor
+
+
+def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
+            batch_sizes: Optional[Tensor], dropout_masks: List[Tensor], cell: str,
+            num_layers: int, bidirectional: bool, proj_size: int, has_bias: bool):
+    """``fastrnn::rnn`` as the modules call it. When nothing needs the dispatcher (no autograd,
+    no torch.compile or functorch transform, no tensor subclass such as FakeTensor), the op's
+    implementation runs directly: the same kernels without the op's dispatch overhead, which
+    matters for streaming one step at a time."""
+    args = (input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
+            proj_size, has_bias)
+    tensors = [input, hx, cx, *weights]
+    if (torch.compiler.is_compiling()
+            or torch._C._are_functorch_transforms_active()
+            or not all(_plain(t) for t in tensors)
+            or (torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                                for t in tensors))):
+        return rnn(*args)
+    return _rnn_impl(*args)
 
 
 @rnn.register_fake

@@ -83,21 +83,18 @@ class _FastRNNBase:
                 input = input.unsqueeze(batch_dim)
             if hx is not None:
                 hx = self._batched_hidden(hx, is_batched)
+
+        # torch's own checks, so errors and messages are torch's: input rank/size/dtype, hidden
+        # shapes.
+        if hx is None:
+            self.check_input(input, batch_sizes)
+        else:
+            self.check_forward_args(input, hx, batch_sizes)
+        if batch_sizes is None:
             if self.batch_first:
                 input = input.transpose(0, 1)
             if input.size(0) == 0:
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-
-        # torch's own checks, so errors and messages are torch's: input rank/size/dtype,
-        # hidden shapes (time-major view of the input, as the checks expect with batch_first off).
-        batch_first, self.batch_first = self.batch_first, False
-        try:
-            if hx is None:
-                self.check_input(input, batch_sizes)
-            else:
-                self.check_forward_args(input, hx, batch_sizes)
-        finally:
-            self.batch_first = batch_first
         if is_lstm and hx is not None and len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
         h0, c0 = (hx if is_lstm else (hx, None)) if hx is not None else (None, None)
@@ -111,9 +108,9 @@ class _FastRNNBase:
             c0 = input.new_zeros(self.num_layers * d, batch, self.hidden_size) if is_lstm else None
 
         masks = self._dropout_masks(input.shape[:-1], input)
-        output, hy, cy, _ = _ops.rnn(input, self._flat_weights, h0, c0, batch_sizes, masks,
-                                     self.mode, self.num_layers, self.bidirectional,
-                                     self.proj_size, self.bias)
+        output, hy, cy, _ = _ops.run_rnn(input, self._flat_weights, h0, c0, batch_sizes, masks,
+                                         self.mode, self.num_layers, self.bidirectional,
+                                         self.proj_size, self.bias)
         hidden = (hy, cy) if is_lstm else hy
         if batch_sizes is not None:
             return (PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices),
@@ -185,8 +182,8 @@ class _FastCellBase:
         _check_like_input(input, states, "hidden")
         h0 = states[0].unsqueeze(0) if states else None
         c0 = states[1].unsqueeze(0) if is_lstm and states else None
-        _, hy, cy, _ = _ops.rnn(input.unsqueeze(0), weights, h0, c0, None, [], self._mode(), 1,
-                                False, 0, self.bias)
+        _, hy, cy, _ = _ops.run_rnn(input.unsqueeze(0), weights, h0, c0, None, [], self._mode(),
+                                    1, False, 0, self.bias)
         h, c = hy[0], cy[0] if is_lstm else None
         if not is_batched:
             h, c = h.squeeze(0), (c.squeeze(0) if is_lstm else None)
