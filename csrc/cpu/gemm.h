@@ -204,6 +204,19 @@ inline void direct_tile(int rows, int64_t K, const T* a, int64_t lda, const T* w
   epilogue(acc);
 }
 
+// The same for B used as stored (row-major [K, *]): acc[r][0] = sum_k A[r][k] * b[k][0:nj].
+template <class T, class Epilogue>
+inline void direct_rows_tile(int rows, int64_t K, const T* a, int64_t lda, const T* b,
+                             int64_t ldb, int nj, Epilogue&& epilogue) {
+  using V = VecOf<T>;
+  V acc[tile_rows<1>()][1];
+  for (int r = 0; r < rows; ++r) {
+    acc[r][0] = V(T(0));
+    for (int64_t k = 0; k < K; ++k) acc[r][0] += V(a[r * lda + k]) * load_n(b + k * ldb, nj);
+  }
+  epilogue(acc);
+}
+
 template <class T>
 struct GemmBlocking {
   static constexpr int G = 2;

@@ -420,14 +420,18 @@ class Driver {
     init_state(a.dhy, state * B_ * O_, B_ * O_, buf.states);
     if (Cell::kHasCell) init_state(a.dcy, state * B_ * H_, B_ * H_, dc_run);
 
-    SpinBarrier barrier(threads_);
-    parallel(threads_, [&](int tid, int n) {
+    const bool direct = N_ <= kDirectRows;  // as in forward
+    const int threads = direct ? 1 : threads_;
+    SpinBarrier barrier(threads);
+    parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
       const int64_t q0 = out_blocks_ * tid / n, q1 = out_blocks_ * (tid + 1) / n;
-      // dh_{t-1} = dG W_hh: W_hh [G*H, O] is the B operand as stored, split by O columns.
-      pack_panels<1>(Trans::No, w.w_hh, O_, 0, GH_, O_, q0, q1, buf.w_rec);
-      // dhh = dr W_hr: W_hr [P, H] as stored, split by hidden units.
-      if (P_ > 0) pack_panels<1>(Trans::No, w.w_hr, H_, 0, P_, H_, u0, u1, buf.w_proj);
+      if (!direct) {
+        // dh_{t-1} = dG W_hh: W_hh [G*H, O] is the B operand as stored, split by O columns.
+        pack_panels<1>(Trans::No, w.w_hh, O_, 0, GH_, O_, q0, q1, buf.w_rec);
+        // dhh = dr W_hr: W_hr [P, H] as stored, split by hidden units.
+        if (P_ > 0) pack_panels<1>(Trans::No, w.w_hr, H_, 0, P_, H_, u0, u1, buf.w_proj);
+      }
       barrier.wait();
       const int64_t T_ = desc_.seq_len;
       for (int64_t s = T_ - 1; s >= 0; --s) {
@@ -448,7 +452,7 @@ class Driver {
           barrier.wait();
         }
         cell_backward_step(bs, off, u0, u1, gates, cells, dy_l + off * ldy + d * O_, ldy, cur,
-                           next, dc_run, buf);
+                           next, dc_run, direct ? nullptr : buf.w_proj, w.w_hr, buf);
         barrier.wait();  // dG of every unit is complete
         constexpr int MR = tile_rows<1>();
         for (int64_t q = q0; q < q1; ++q) {
@@ -456,15 +460,20 @@ class Driver {
           const int np = static_cast<int>(imin(W, O_ - p0));
           for (int64_t r0 = 0; r0 < bs; r0 += MR) {
             const int rows = static_cast<int>(imin(MR, bs - r0));
-            tile<1>(rows, GH_, MatA<T>{buf.dgh + (off + r0) * GH_, GH_, 1}, buf.w_rec + q * GH_ * W,
-                    [&](V (&acc)[MR][1]) {
-                      for (int r = 0; r < rows; ++r) {
-                        T* dst = next + (r0 + r) * O_ + p0;
-                        V out = acc[r][0];
-                        if (Cell::kDirectHPath) out += load(dst, np);
-                        store(out, dst, np);
-                      }
-                    });
+            auto dh_epilogue = [&](V(&acc)[MR][1]) {
+              for (int r = 0; r < rows; ++r) {
+                T* dst = next + (r0 + r) * O_ + p0;
+                V out = acc[r][0];
+                if (Cell::kDirectHPath) out += load(dst, np);
+                store(out, dst, np);
+              }
+            };
+            const T* dg_rows = buf.dgh + (off + r0) * GH_;
+            if (direct) {
+              direct_rows_tile(rows, GH_, dg_rows, GH_, w.w_hh + p0, O_, np, dh_epilogue);
+            } else {
+              tile<1>(rows, GH_, MatA<T>{dg_rows, GH_, 1}, buf.w_rec + q * GH_ * W, dh_epilogue);
+            }
           }
           carry(cur, next, bs, B_, p0, np);
         }
@@ -497,8 +506,10 @@ class Driver {
   // The cell's backward at one step for unit blocks [u0, u1): dG rows, dc in place and, for
   // GRU, the direct part of dh_{t-1} into next (the owner of unit j also owns column j of dh
   // when there is no projection).
-  void cell_backward_step(int64_t bs, int64_t off, int64_t u0, int64_t u1, const T* gates, const T* cells, const T* dy_rows,
-                          int64_t ldy, const T* cur, T* next, T* dc_run,
+  // dhh comes from the packed w_proj, or straight from w_hr when w_proj is null (direct mode).
+  void cell_backward_step(int64_t bs, int64_t off, int64_t u0, int64_t u1, const T* gates,
+                          const T* cells, const T* dy_rows, int64_t ldy, const T* cur, T* next,
+                          T* dc_run, const T* w_proj, const T* w_hr,
                           const BackwardBuffers& buf) const {
     const int64_t SH = S * H_;
     constexpr int MR = tile_rows<1>();
@@ -509,10 +520,15 @@ class Driver {
         const int rows = static_cast<int>(imin(MR, bs - r0));
         V dhh[MR];
         if (P_ > 0) {
-          tile<1>(rows, P_, MatA<T>{buf.dr + (off + r0) * P_, P_, 1}, buf.w_proj + u * P_ * W,
-                  [&](V (&acc)[MR][1]) {
-                    for (int r = 0; r < rows; ++r) dhh[r] = acc[r][0];
-                  });
+          auto keep = [&](V(&acc)[MR][1]) {
+            for (int r = 0; r < rows; ++r) dhh[r] = acc[r][0];
+          };
+          const T* dr_rows = buf.dr + (off + r0) * P_;
+          if (w_proj) {
+            tile<1>(rows, P_, MatA<T>{dr_rows, P_, 1}, w_proj + u * P_ * W, keep);
+          } else {
+            direct_rows_tile(rows, P_, dr_rows, P_, w_hr + j0, H_, nj, keep);
+          }
         } else {
           for (int r = 0; r < rows; ++r) {
             dhh[r] = load(dy_rows + (r0 + r) * ldy + j0, nj) + load(cur + (r0 + r) * O_ + j0, nj);
