@@ -88,9 +88,51 @@ def test_isa_matches_torch(isa, case, shape, packed, dtype, assert_close):
         assert_close(g, w)
 
 
+# Steps big enough that the recurrence splits hidden units across threads (small steps run on
+# one thread): batch x out x gates*hidden >= 2^17 multiply-adds.
+THREADED = [
+    (nn.LSTM, dict(hidden_size=70, bidirectional=True)),
+    (nn.LSTM, dict(hidden_size=70, proj_size=33)),
+    (nn.GRU, dict(hidden_size=70, num_layers=2)),
+    (nn.RNN, dict(hidden_size=130, nonlinearity="relu")),
+]
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("case", THREADED, ids=lambda c: c[0].__name__ + str(c[1]["hidden_size"]))
+def test_isa_threaded_recurrence_matches_torch(isa, case, packed, assert_close):
+    cls, kwargs = case
+    ref = cls(5, dtype=torch.float64, **kwargs)
+    fast = getattr(fastrnn, cls.__name__)(5, dtype=torch.float64, **kwargs)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 21, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.randint(1, 5, (21,))
+    lengths[3] = 4
+
+    def run(module):
+        inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "LSTM with projections")
+            out, hidden = module(inp)
+        hidden = hidden if isinstance(hidden, tuple) else (hidden,)
+        return ((out.data if packed else out),) + hidden
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want, got = run(ref), run(fast)
+        grads = [torch.randn_like(w) for w in want]
+        want_grads = torch.autograd.grad(want, [x, *ref.parameters()], grads)
+        got_grads = torch.autograd.grad(got, [x, *fast.parameters()], grads)
+    finally:
+        torch.set_num_threads(previous)
+    for g, w in zip(got + got_grads, want + want_grads):
+        assert_close(g, w)
+
+
 def test_isa_results_do_not_depend_on_thread_count(isa):
-    fast = fastrnn.LSTM(8, 37, num_layers=2, bidirectional=True)
-    x = torch.randn(6, 11, 8, requires_grad=True)
+    fast = fastrnn.LSTM(8, 67, num_layers=2, bidirectional=True)
+    x = torch.randn(5, 16, 8, requires_grad=True)
     results = []
     previous = torch.get_num_threads()
     try:

@@ -183,6 +183,13 @@ class Driver {
   }
 
  private:
+  // Threads for the time loop: one when a step is too small to repay a barrier per step (a
+  // barrier costs a fraction of a microsecond on idle cores, far more on busy ones).
+  int recurrence_threads(bool direct) const {
+    const int64_t step_macs = B_ * O_ * GH_;
+    return direct || step_macs < (int64_t{1} << 17) ? 1 : threads_;
+  }
+
   int64_t max_layer_input() const {
     return L_ > 1 && D_ * O_ > desc_.input_size ? D_ * O_ : desc_.input_size;
   }
@@ -283,7 +290,7 @@ class Driver {
     // With a handful of rows in the whole sequence (streaming one step at a time), packing the
     // weights would cost more than the steps: multiply straight from them, on one thread.
     const bool direct = N_ <= kDirectRows;
-    const int threads = direct ? 1 : threads_;
+    const int threads = recurrence_threads(direct);
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
@@ -421,7 +428,7 @@ class Driver {
     if (Cell::kHasCell) init_state(a.dcy, state * B_ * H_, B_ * H_, dc_run);
 
     const bool direct = N_ <= kDirectRows;  // as in forward
-    const int threads = direct ? 1 : threads_;
+    const int threads = recurrence_threads(direct);
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
