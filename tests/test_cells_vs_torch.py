@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 import fastrnn
+from pairs import fr_class, make_pair
 
 CELLS = {
     "rnn_tanh": (nn.RNNCell, dict(nonlinearity="tanh")),
@@ -22,15 +23,6 @@ CELLS = {
 DTYPES = [torch.float32, torch.float64]
 
 
-def fr_class(torch_cls):
-    return getattr(fastrnn, torch_cls.__name__)
-
-
-def make_pair(torch_cls, *args, **kwargs):
-    ref = torch_cls(*args, **kwargs)
-    mod = fr_class(torch_cls)(*args, **kwargs)
-    mod.load_state_dict(ref.state_dict())
-    return ref, mod
 
 
 def as_list(out):

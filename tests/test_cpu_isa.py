@@ -11,6 +11,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
 from fastrnn import _C
+from pairs import make_pair
 
 ALL_ISAS = ["generic", "avx2", "avx512"]
 _RANK = {name: i for i, name in enumerate(ALL_ISAS)}
@@ -58,9 +59,7 @@ SHAPES = [(7, 9), (2, 3)]
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c[0].__name__ + str(c[1].get("hidden_size")))
 def test_isa_matches_torch(isa, case, shape, packed, dtype, assert_close):
     cls, kwargs = case
-    ref = cls(6, dtype=dtype, **kwargs)
-    fast = getattr(fastrnn, cls.__name__)(6, dtype=dtype, **kwargs)
-    fast.load_state_dict(ref.state_dict())
+    ref, fast = make_pair(cls, 6, dtype=dtype, **kwargs)
     T, B = shape
     x = torch.randn(T, B, 6, dtype=dtype, requires_grad=True)
     lengths = torch.randint(1, T + 1, (B,))
@@ -102,9 +101,7 @@ THREADED = [
 @pytest.mark.parametrize("case", THREADED, ids=lambda c: c[0].__name__ + str(c[1]["hidden_size"]))
 def test_isa_threaded_recurrence_matches_torch(isa, case, packed, assert_close):
     cls, kwargs = case
-    ref = cls(5, dtype=torch.float64, **kwargs)
-    fast = getattr(fastrnn, cls.__name__)(5, dtype=torch.float64, **kwargs)
-    fast.load_state_dict(ref.state_dict())
+    ref, fast = make_pair(cls, 5, dtype=torch.float64, **kwargs)
     x = torch.randn(4, 21, 5, dtype=torch.float64, requires_grad=True)
     lengths = torch.randint(1, 5, (21,))
     lengths[3] = 4

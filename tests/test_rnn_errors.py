@@ -15,17 +15,9 @@ import torch.nn as nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import fastrnn
+from pairs import fr_class, make_pair
 
 
-def fr_class(torch_cls):
-    return getattr(fastrnn, torch_cls.__name__)
-
-
-def make_pair(torch_cls, *args, **kwargs):
-    ref = torch_cls(*args, **kwargs)
-    mod = fr_class(torch_cls)(*args, **kwargs)
-    mod.load_state_dict(ref.state_dict())
-    return ref, mod
 
 
 def quiet(fn):

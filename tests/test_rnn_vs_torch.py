@@ -22,6 +22,7 @@ import torch.nn as nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import fastrnn
+from pairs import fr_class, make_pair
 
 # --------------------------------------------------------------------------------------------------
 # helpers
@@ -39,17 +40,6 @@ FORMS = ("padded", "packed_sorted", "packed_unsorted", "unbatched")
 DTYPES = (torch.float32, torch.float64)
 
 
-def fr_class(torch_cls):
-    """The fastrnn class standing in for a torch class (looked up lazily, by name)."""
-    return getattr(fastrnn, torch_cls.__name__)
-
-
-def make_pair(torch_cls, *args, **kwargs):
-    """torch module and fastrnn module with the same args; fastrnn's weights loaded from torch's."""
-    ref = torch_cls(*args, **kwargs)
-    mod = fr_class(torch_cls)(*args, **kwargs)
-    mod.load_state_dict(ref.state_dict())
-    return ref, mod
 
 
 def is_lstm(m):

@@ -262,9 +262,24 @@ class Driver {
     }
   }
 
-  // Rows [r_begin, r_end) of a [B, O] state: columns [c0, c0 + nc) copied from cur to next.
-  void carry(const T* cur, T* next, int64_t r_begin, int64_t r_end, int64_t c0, int64_t nc) const {
-    for (int64_t b = r_begin; b < r_end; ++b) copy_n(cur + b * O_ + c0, nc, next + b * O_ + c0);
+  // The walk every phase of a step makes over its share of the work: f(blk, j0, nj, r0, rows)
+  // for column blocks [b0, b1) of W columns (of `width`) and rows [0, bs) in tiles of MR.
+  template <int MR, class F>
+  static void for_each_tile(int64_t b0, int64_t b1, int64_t width, int64_t bs, F&& f) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t j0 = blk * W;
+      const int nj = static_cast<int>(imin(W, width - j0));
+      for (int64_t r0 = 0; r0 < bs; r0 += MR) {
+        f(blk, j0, nj, r0, static_cast<int>(imin(MR, bs - r0)));
+      }
+    }
+  }
+
+  // Rows [bs, B) of a [B, O] state are not computed at this step: their columns of blocks
+  // [b0, b1) are copied from cur to next unchanged.
+  void carry(const T* cur, T* next, int64_t bs, int64_t b0, int64_t b1) const {
+    const int64_t c0 = b0 * W, nc = imin(b1 * W, O_) - c0;
+    for (int64_t b = bs; b < B_ && nc > 0; ++b) copy_n(cur + b * O_ + c0, nc, next + b * O_ + c0);
   }
 
   void forward_layer_direction(const RnnForwardArgs& a, int64_t l, int64_t d, const T* x_l,
@@ -306,47 +321,42 @@ class Driver {
         const T* cur = buf.states + (s % 2) * B_ * O_;
         T* next = buf.states + ((s + 1) % 2) * B_ * O_;
         barrier.wait();  // h_{t-1} complete (and, at s = 0, the packed weights)
-        for (int64_t u = u0; u < u1; ++u) {
-          const int64_t j0 = u * W;
-          const int nj = static_cast<int>(imin(W, H_ - j0));
-          for (int64_t r0 = 0; r0 < bs; r0 += MR) {
-            const int rows = static_cast<int>(imin(MR, bs - r0));
-            auto cell_epilogue = [&](V(&acc)[MR][G]) {
-                      for (int r = 0; r < rows; ++r) {
-                        const int64_t b = r0 + r, row = off + b;
-                        T* srow = gates + row * SH;
-                        V xp[G], hp[G], saved[S];
-                        for (int g = 0; g < G; ++g) {
-                          xp[g] = load(srow + g * H_ + j0, nj);
-                          hp[g] = acc[r][g];
-                          if (w.b_hh) hp[g] += load(w.b_hh + g * H_ + j0, nj);
-                        }
-                        const V h_prev = Cell::kDirectHPath ? load(cur + b * O_ + j0, nj) : V(T(0));
-                        const V c_prev = Cell::kHasCell ? load(c_run + b * H_ + j0, nj) : V(T(0));
-                        V c(T(0)), h;
-                        Cell::forward(xp, hp, h_prev, c_prev, saved, c, h);
-                        for (int k = 0; k < S; ++k) store(saved[k], srow + k * H_ + j0, nj);
-                        if (Cell::kHasCell) {
-                          store(c, c_run + b * H_ + j0, nj);
-                          store(c, cells + row * H_ + j0, nj);
-                        }
-                        if (P_ > 0) {
-                          store(h, hh + row * H_ + j0, nj);
-                        } else {
-                          store(h, next + b * O_ + j0, nj);
-                          store(h, y_l + row * ldy + d * O_ + j0, nj);
-                        }
-                      }
-                    };
-            if (direct) {
-              direct_tile<G>(rows, O_, cur + r0 * O_, O_, w.w_hh, H_, j0, nj, cell_epilogue);
-            } else {
-              tile<G>(rows, O_, MatA<T>{cur + r0 * O_, O_, 1}, buf.w_rec + u * O_ * G * W,
-                      cell_epilogue);
+        for_each_tile<MR>(u0, u1, H_, bs, [&](int64_t u, int64_t j0, int nj, int64_t r0, int rows) {
+          auto cell_epilogue = [&](V(&acc)[MR][G]) {
+            for (int r = 0; r < rows; ++r) {
+              const int64_t b = r0 + r, row = off + b;
+              T* srow = gates + row * SH;
+              V xp[G], hp[G], saved[S];
+              for (int g = 0; g < G; ++g) {
+                xp[g] = load(srow + g * H_ + j0, nj);
+                hp[g] = acc[r][g];
+                if (w.b_hh) hp[g] += load(w.b_hh + g * H_ + j0, nj);
+              }
+              const V h_prev = Cell::kDirectHPath ? load(cur + b * O_ + j0, nj) : V(T(0));
+              const V c_prev = Cell::kHasCell ? load(c_run + b * H_ + j0, nj) : V(T(0));
+              V c(T(0)), h;
+              Cell::forward(xp, hp, h_prev, c_prev, saved, c, h);
+              for (int k = 0; k < S; ++k) store(saved[k], srow + k * H_ + j0, nj);
+              if (Cell::kHasCell) {
+                store(c, c_run + b * H_ + j0, nj);
+                store(c, cells + row * H_ + j0, nj);
+              }
+              if (P_ > 0) {
+                store(h, hh + row * H_ + j0, nj);
+              } else {
+                store(h, next + b * O_ + j0, nj);
+                store(h, y_l + row * ldy + d * O_ + j0, nj);
+              }
             }
+          };
+          if (direct) {
+            direct_tile<G>(rows, O_, cur + r0 * O_, O_, w.w_hh, H_, j0, nj, cell_epilogue);
+          } else {
+            tile<G>(rows, O_, MatA<T>{cur + r0 * O_, O_, 1}, buf.w_rec + u * O_ * G * W,
+                    cell_epilogue);
           }
-          if (P_ == 0) carry(cur, next, bs, B_, j0, nj);
-        }
+        });
+        if (P_ == 0) carry(cur, next, bs, u0, u1);
         if (P_ > 0) {
           barrier.wait();  // h_t of every unit is in hh
           project_step(hh + off * H_, bs, q0, q1, direct ? nullptr : buf.w_proj, w.w_hr,
@@ -363,25 +373,20 @@ class Driver {
   void project_step(const T* hh_rows, int64_t bs, int64_t q0, int64_t q1, const T* w_proj,
                     const T* w_hr, T* y_rows, int64_t ldy, const T* cur, T* next) const {
     constexpr int MR = tile_rows<1>();
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t p0 = q * W;
-      const int np = static_cast<int>(imin(W, O_ - p0));
-      for (int64_t r0 = 0; r0 < bs; r0 += MR) {
-        const int rows = static_cast<int>(imin(MR, bs - r0));
-        auto out_epilogue = [&](V(&acc)[MR][1]) {
-          for (int r = 0; r < rows; ++r) {
-            store(acc[r][0], y_rows + (r0 + r) * ldy + p0, np);
-            store(acc[r][0], next + (r0 + r) * O_ + p0, np);
-          }
-        };
-        if (w_proj) {
-          tile<1>(rows, H_, MatA<T>{hh_rows + r0 * H_, H_, 1}, w_proj + q * H_ * W, out_epilogue);
-        } else {
-          direct_tile<1>(rows, H_, hh_rows + r0 * H_, H_, w_hr, 0, p0, np, out_epilogue);
+    for_each_tile<MR>(q0, q1, O_, bs, [&](int64_t q, int64_t p0, int np, int64_t r0, int rows) {
+      auto out_epilogue = [&](V(&acc)[MR][1]) {
+        for (int r = 0; r < rows; ++r) {
+          store(acc[r][0], y_rows + (r0 + r) * ldy + p0, np);
+          store(acc[r][0], next + (r0 + r) * O_ + p0, np);
         }
+      };
+      if (w_proj) {
+        tile<1>(rows, H_, MatA<T>{hh_rows + r0 * H_, H_, 1}, w_proj + q * H_ * W, out_epilogue);
+      } else {
+        direct_tile<1>(rows, H_, hh_rows + r0 * H_, H_, w_hr, 0, p0, np, out_epilogue);
       }
-      carry(cur, next, bs, B_, p0, np);
-    }
+    });
+    carry(cur, next, bs, q0, q1);
   }
 
   // Rows of the state that fed each step: the previous step's rows, or the initial state for
@@ -462,28 +467,23 @@ class Driver {
                            next, dc_run, direct ? nullptr : buf.w_proj, w.w_hr, buf);
         barrier.wait();  // dG of every unit is complete
         constexpr int MR = tile_rows<1>();
-        for (int64_t q = q0; q < q1; ++q) {
-          const int64_t p0 = q * W;
-          const int np = static_cast<int>(imin(W, O_ - p0));
-          for (int64_t r0 = 0; r0 < bs; r0 += MR) {
-            const int rows = static_cast<int>(imin(MR, bs - r0));
-            auto dh_epilogue = [&](V(&acc)[MR][1]) {
-              for (int r = 0; r < rows; ++r) {
-                T* dst = next + (r0 + r) * O_ + p0;
-                V out = acc[r][0];
-                if (Cell::kDirectHPath) out += load(dst, np);
-                store(out, dst, np);
-              }
-            };
-            const T* dg_rows = buf.dgh + (off + r0) * GH_;
-            if (direct) {
-              direct_rows_tile(rows, GH_, dg_rows, GH_, w.w_hh + p0, O_, np, dh_epilogue);
-            } else {
-              tile<1>(rows, GH_, MatA<T>{dg_rows, GH_, 1}, buf.w_rec + q * GH_ * W, dh_epilogue);
+        for_each_tile<MR>(q0, q1, O_, bs, [&](int64_t q, int64_t p0, int np, int64_t r0, int rows) {
+          auto dh_epilogue = [&](V(&acc)[MR][1]) {
+            for (int r = 0; r < rows; ++r) {
+              T* dst = next + (r0 + r) * O_ + p0;
+              V out = acc[r][0];
+              if (Cell::kDirectHPath) out += load(dst, np);
+              store(out, dst, np);
             }
+          };
+          const T* dg_rows = buf.dgh + (off + r0) * GH_;
+          if (direct) {
+            direct_rows_tile(rows, GH_, dg_rows, GH_, w.w_hh + p0, O_, np, dh_epilogue);
+          } else {
+            tile<1>(rows, GH_, MatA<T>{dg_rows, GH_, 1}, buf.w_rec + q * GH_ * W, dh_epilogue);
           }
-          carry(cur, next, bs, B_, p0, np);
-        }
+        });
+        carry(cur, next, bs, q0, q1);
         barrier.wait();  // dh_{t-1} complete
       }
     });
@@ -520,46 +520,41 @@ class Driver {
                           const BackwardBuffers& buf) const {
     const int64_t SH = S * H_;
     constexpr int MR = tile_rows<1>();
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t j0 = u * W;
-      const int nj = static_cast<int>(imin(W, H_ - j0));
-      for (int64_t r0 = 0; r0 < bs; r0 += MR) {
-        const int rows = static_cast<int>(imin(MR, bs - r0));
-        V dhh[MR];
-        if (P_ > 0) {
-          auto keep = [&](V(&acc)[MR][1]) {
-            for (int r = 0; r < rows; ++r) dhh[r] = acc[r][0];
-          };
-          const T* dr_rows = buf.dr + (off + r0) * P_;
-          if (w_proj) {
-            tile<1>(rows, P_, MatA<T>{dr_rows, P_, 1}, w_proj + u * P_ * W, keep);
-          } else {
-            direct_rows_tile(rows, P_, dr_rows, P_, w_hr + j0, H_, nj, keep);
-          }
+    for_each_tile<MR>(u0, u1, H_, bs, [&](int64_t u, int64_t j0, int nj, int64_t r0, int rows) {
+      V dhh[MR];
+      if (P_ > 0) {
+        auto keep = [&](V(&acc)[MR][1]) {
+          for (int r = 0; r < rows; ++r) dhh[r] = acc[r][0];
+        };
+        const T* dr_rows = buf.dr + (off + r0) * P_;
+        if (w_proj) {
+          tile<1>(rows, P_, MatA<T>{dr_rows, P_, 1}, w_proj + u * P_ * W, keep);
         } else {
-          for (int r = 0; r < rows; ++r) {
-            dhh[r] = load(dy_rows + (r0 + r) * ldy + j0, nj) + load(cur + (r0 + r) * O_ + j0, nj);
-          }
+          direct_rows_tile(rows, P_, dr_rows, P_, w_hr + j0, H_, nj, keep);
         }
+      } else {
         for (int r = 0; r < rows; ++r) {
-          const int64_t b = r0 + r, row = off + b;
-          V saved[S], dxp[G], dhp[G];
-          for (int k = 0; k < S; ++k) saved[k] = load(gates + row * SH + k * H_ + j0, nj);
-          const V c = Cell::kHasCell ? load(cells + row * H_ + j0, nj) : V(T(0));
-          const V c_prev = Cell::kHasCell ? load(buf.c_prev + row * H_ + j0, nj) : V(T(0));
-          const V h_prev = Cell::kDirectHPath ? load(buf.h_prev + row * O_ + j0, nj) : V(T(0));
-          const V dc = Cell::kHasCell ? load(dc_run + b * H_ + j0, nj) : V(T(0));
-          V dc_prev(T(0)), dh_prev(T(0));
-          Cell::backward(dhh[r], dc, saved, c, c_prev, h_prev, dxp, dhp, dc_prev, dh_prev);
-          for (int g = 0; g < G; ++g) store(dxp[g], buf.dgi + row * GH_ + g * H_ + j0, nj);
-          if (Cell::kDirectHPath) {
-            for (int g = 0; g < G; ++g) store(dhp[g], buf.dgh + row * GH_ + g * H_ + j0, nj);
-            store(dh_prev, next + b * O_ + j0, nj);
-          }
-          if (Cell::kHasCell) store(dc_prev, dc_run + b * H_ + j0, nj);
+          dhh[r] = load(dy_rows + (r0 + r) * ldy + j0, nj) + load(cur + (r0 + r) * O_ + j0, nj);
         }
       }
-    }
+      for (int r = 0; r < rows; ++r) {
+        const int64_t b = r0 + r, row = off + b;
+        V saved[S], dxp[G], dhp[G];
+        for (int k = 0; k < S; ++k) saved[k] = load(gates + row * SH + k * H_ + j0, nj);
+        const V c = Cell::kHasCell ? load(cells + row * H_ + j0, nj) : V(T(0));
+        const V c_prev = Cell::kHasCell ? load(buf.c_prev + row * H_ + j0, nj) : V(T(0));
+        const V h_prev = Cell::kDirectHPath ? load(buf.h_prev + row * O_ + j0, nj) : V(T(0));
+        const V dc = Cell::kHasCell ? load(dc_run + b * H_ + j0, nj) : V(T(0));
+        V dc_prev(T(0)), dh_prev(T(0));
+        Cell::backward(dhh[r], dc, saved, c, c_prev, h_prev, dxp, dhp, dc_prev, dh_prev);
+        for (int g = 0; g < G; ++g) store(dxp[g], buf.dgi + row * GH_ + g * H_ + j0, nj);
+        if (Cell::kDirectHPath) {
+          for (int g = 0; g < G; ++g) store(dhp[g], buf.dgh + row * GH_ + g * H_ + j0, nj);
+          store(dh_prev, next + b * O_ + j0, nj);
+        }
+        if (Cell::kHasCell) store(dc_prev, dc_run + b * H_ + j0, nj);
+      }
+    });
   }
 
   // out[j] = sum over rows of m[row][j] for an [N, G*H] matrix, columns split across threads.

@@ -71,6 +71,22 @@ def _reserve_per_row(cell, num_layers, bidirectional, input_size, hidden, proj_s
     return desc.reserve_elems_per_row
 
 
+def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.contiguous()
+
+
+def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
+             proj_size, has_bias):
+    """What a native call needs: (dtype tag, descriptor, sizes, contiguous tensors)."""
+    _require_cpu(input)
+    dtype = native_dtype(input.dtype, "fastrnn.rnn")
+    desc, sizes = _desc(input, weights, hx, batch_sizes, cell, num_layers, bidirectional,
+                        proj_size, has_bias)
+    tensors = (_contiguous(input), [w.contiguous() for w in weights], _contiguous(hx),
+               _contiguous(cx), [m.contiguous() for m in dropout_masks])
+    return dtype, desc, sizes, tensors
+
+
 def _require_cpu(input: Tensor) -> None:
     if input.device.type == "cuda":
         cuda_module()  # raises a clear error when the build has no CUDA module
@@ -90,15 +106,9 @@ def _rnn_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Op
     cx [L*D, B, H] or None (LSTM); dropout_masks: none or L-1 masks shaped like the output.
     output [T, B, D*O] or [N, D*O]; cy is empty unless LSTM; reserve is saved for backward.
     """
-    _require_cpu(input)
-    dtype = native_dtype(input.dtype, "fastrnn.rnn")
-    desc, (T, B, N, H, O, D) = _desc(input, weights, hx, batch_sizes, cell, num_layers,
-                                     bidirectional, proj_size, has_bias)
-    input = input.contiguous()
-    weights = [w.contiguous() for w in weights]
-    hx = None if hx is None else hx.contiguous()
-    cx = None if cx is None else cx.contiguous()
-    masks = [m.contiguous() for m in dropout_masks]
+    dtype, desc, (T, B, N, H, O, D), (input, weights, hx, cx, masks) = _prepare(
+        input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
+        proj_size, has_bias)
     output = input.new_empty(input.shape[:-1] + (D * O,))
     hy = input.new_empty(num_layers * D, B, O)
     cy = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
@@ -158,18 +168,10 @@ def rnn_backward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
                  has_bias: bool) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
     """Backprop through time of ``rnn``. Returns (grad_input, grad_hx, grad_cx, grad_weights);
     grad_cx is empty unless LSTM. grad_hy / grad_cy None mean zero."""
-    _require_cpu(input)
-    dtype = native_dtype(input.dtype, "fastrnn.rnn")
-    desc, (T, B, N, H, O, D) = _desc(input, weights, hx, batch_sizes, cell, num_layers,
-                                     bidirectional, proj_size, has_bias)
-    input = input.contiguous()
-    weights = [w.contiguous() for w in weights]
-    hx = None if hx is None else hx.contiguous()
-    cx = None if cx is None else cx.contiguous()
-    masks = [m.contiguous() for m in dropout_masks]
-    grad_output = grad_output.contiguous()
-    grad_hy = None if grad_hy is None else grad_hy.contiguous()
-    grad_cy = None if grad_cy is None else grad_cy.contiguous()
+    dtype, desc, (T, B, N, H, O, D), (input, weights, hx, cx, masks) = _prepare(
+        input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
+        proj_size, has_bias)
+    grad_output, grad_hy, grad_cy = (_contiguous(g) for g in (grad_output, grad_hy, grad_cy))
     grad_input = torch.empty_like(input)
     grad_hx = input.new_empty(num_layers * D, B, O)
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
