@@ -219,10 +219,12 @@ inline void direct_rows_tile(int rows, int64_t K, const T* a, int64_t lda, const
 
 template <class T>
 struct GemmBlocking {
-  static constexpr int G = 2;
+  static constexpr int G = kRegisters >= 32 ? 4 : 2;
   static constexpr int64_t NR = G * VecOf<T>::kWidth;
   static constexpr int64_t KC = 256;
   static constexpr int64_t MR = tile_rows<G>();
+  static constexpr int64_t kPanelsPerBlock = 8;
+  static constexpr int64_t kRowsPerBlock = 8 * MR;
 };
 
 // Workspace (elements) that gemm() needs for packing B of an [*, N] product with K rows.
@@ -232,29 +234,27 @@ int64_t gemm_pack_elems(int64_t K, int64_t N) {
   return imin(K, Blk::KC) * ceil_div(N, Blk::NR) * Blk::NR;
 }
 
-// C[M,N] = op(A)[M,K] @ op(B)[K,N] (+ C when accumulate). op(A) = A [M,K] (lda) or, with
-// trans_a, A^T of A stored [K,M]; likewise op(B) from B [K,N] or B^T of B stored [N,K].
-// pack: gemm_pack_elems(K, N) elements of scratch. Without accumulate, C is only written.
+// C[M,N] = op(A)[M,K] @ op(B)[K,N] + (C when accumulate, else bias[N] broadcast over rows when
+// bias is given, else 0). op(A) = A [M,K] (lda) or, with trans_a, A^T of A stored [K,M];
+// likewise op(B) from B [K,N] or B^T of B stored [N,K]. pack: gemm_pack_elems(K, N) elements of
+// scratch. Without accumulate, C is only written.
 template <class T>
 void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
-          const T* B, int64_t ldb, bool accumulate, T* C, int64_t ldc, T* pack, int threads) {
+          const T* B, int64_t ldb, bool accumulate, T* C, int64_t ldc, T* pack, int threads,
+          const T* bias = nullptr) {
   using V = VecOf<T>;
   using Blk = GemmBlocking<T>;
   constexpr int W = V::kWidth;
   if (M <= 0 || N <= 0) return;
-  if (K <= 0) {
+  if (K <= 0 || (M <= kDirectRows && trans_a == Trans::No)) {
     if (!accumulate) {
       for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = T(0);
+        for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = bias ? bias[j] : T(0);
     }
-    return;
-  }
-  if (M <= kDirectRows && trans_a == Trans::No) {
-    gemm_direct(trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
+    if (K > 0) gemm_direct(trans_b, M, N, K, A, lda, B, ldb, true, C, ldc);
     return;
   }
   const int64_t panels = ceil_div(N, Blk::NR);
-  const int64_t row_tiles = ceil_div(M, Blk::MR);
   // Small products are not worth waking other threads.
   if (M * N * K < 64 * 64 * 64) threads = 1;
   const MatA<T> a = MatA<T>::of(trans_a, A, lda);
@@ -263,35 +263,40 @@ void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, const T
     for (int64_t k0 = 0; k0 < K; k0 += Blk::KC) {
       const int64_t kc = imin(Blk::KC, K - k0);
       const bool add = accumulate || k0 > 0;
+      const T* first_bias = add ? nullptr : bias;
       pack_panels<Blk::G>(trans_b, B, ldb, k0, kc, N, panels * tid / n, panels * (tid + 1) / n,
                           pack);
       barrier.wait();
-      // Work items: (panel, row tile) pairs, split in contiguous ranges so each thread keeps a
-      // panel hot while it walks down the rows.
-      const int64_t items = panels * row_tiles;
+      // Work items: blocks of kPanelsPerBlock panels x kRowsPerBlock rows, ordered panel-block
+      // major and split in contiguous ranges. A thread keeps a block of B panels in L2 while it
+      // walks down the rows; inside a block, each A row tile is reused from L1 across panels.
+      const int64_t panel_blocks = ceil_div(panels, Blk::kPanelsPerBlock);
+      const int64_t row_blocks = ceil_div(M, Blk::kRowsPerBlock);
+      const int64_t items = panel_blocks * row_blocks;
       for (int64_t it = items * tid / n; it < items * (tid + 1) / n; ++it) {
-        const int64_t p = it / row_tiles, i0 = (it % row_tiles) * Blk::MR;
-        const int rows = static_cast<int>(imin(Blk::MR, M - i0));
-        const int64_t j0 = p * Blk::NR;
-        const int cols = static_cast<int>(imin(Blk::NR, N - j0));
-        tile<Blk::G>(rows, kc, a.at(i0, k0), pack + p * kc * Blk::NR,
-                     [&](V (&acc)[Blk::MR][Blk::G]) {
-                       for (int r = 0; r < rows; ++r) {
-                         T* c = C + (i0 + r) * ldc + j0;
-                         for (int g = 0; g < Blk::G; ++g) {
-                           const int n_lanes = cols - g * W;
-                           if (n_lanes <= 0) break;
-                           V out = acc[r][g];
-                           if (n_lanes >= W) {
-                             if (add) out += V::load(c + g * W);
-                             out.store(c + g * W);
-                           } else {
-                             if (add) out += V::load_partial(c + g * W, n_lanes);
-                             out.store_partial(c + g * W, n_lanes);
+        const int64_t pb = it / row_blocks, ib = it % row_blocks;
+        const int64_t i_end = imin(M, (ib + 1) * Blk::kRowsPerBlock);
+        const int64_t p_end = imin(panels, (pb + 1) * Blk::kPanelsPerBlock);
+        for (int64_t i0 = ib * Blk::kRowsPerBlock; i0 < i_end; i0 += Blk::MR) {
+          for (int64_t p = pb * Blk::kPanelsPerBlock; p < p_end; ++p) {
+            const int rows = static_cast<int>(imin(Blk::MR, i_end - i0));
+            const int64_t j0 = p * Blk::NR;
+            const int cols = static_cast<int>(imin(Blk::NR, N - j0));
+            tile<Blk::G>(rows, kc, a.at(i0, k0), pack + p * kc * Blk::NR,
+                         [&](V(&acc)[Blk::MR][Blk::G]) {
+                           for (int r = 0; r < rows; ++r) {
+                             T* c = C + (i0 + r) * ldc + j0;
+                             for (int g = 0; g < Blk::G && cols > g * W; ++g) {
+                               const int lanes = static_cast<int>(imin(W, cols - g * W));
+                               V out = acc[r][g];
+                               if (add) out += load_n(c + g * W, lanes);
+                               if (first_bias) out += load_n(first_bias + j0 + g * W, lanes);
+                               store_n(out, c + g * W, lanes);
+                             }
                            }
-                         }
-                       }
-                     });
+                         });
+          }
+        }
       }
       barrier.wait();  // the next k block repacks B
     }

@@ -295,11 +295,8 @@ class Driver {
     if (Cell::kHasCell) init_state(a.c0, state * B_ * H_, B_ * H_, c_run);
 
     // Input projection for every row at once, into the first G*H columns of the gate block.
-    if (w.b_ih) {
-      for (int64_t r = 0; r < N_; ++r) copy_n(w.b_ih, GH_, gates + r * SH);
-    }
-    gemm(Trans::No, Trans::Yes, N_, GH_, in_l, x_l, in_l, w.w_ih, in_l, w.b_ih != nullptr,
-         gates, SH, buf.pack, threads_);
+    gemm(Trans::No, Trans::Yes, N_, GH_, in_l, x_l, in_l, w.w_ih, in_l, false, gates, SH,
+         buf.pack, threads_, w.b_ih);
 
     const bool reverse = d == 1;
     // With a handful of rows in the whole sequence (streaming one step at a time), packing the
