@@ -145,19 +145,33 @@ inline T lane_sum(VecOf<T> v) {
   return s;
 }
 
-// dot(a[0:K], b[0:K]) with both operands contiguous.
-template <class T>
-inline T dot(const T* a, const T* b, int64_t K) {
+// out[i] = dot(a[0:K], b[i][0:K]) for i < R rows of b (row stride ldb), all contiguous along
+// k. R independent accumulators keep the FMA units busy (one chain would wait on its latency).
+template <int R, class T>
+inline void dots(const T* a, const T* b, int64_t ldb, int64_t K, T* out) {
   using V = VecOf<T>;
   constexpr int W = V::kWidth;
-  V acc(T(0));
+  V acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = V(T(0));
   int64_t k = 0;
-  for (; k + W <= K; k += W) acc += V::load(a + k) * V::load(b + k);
+  for (; k + W <= K; k += W) {
+    const V av = V::load(a + k);
+    for (int i = 0; i < R; ++i) acc[i] += av * V::load(b + i * ldb + k);
+  }
   if (k < K) {
     const int n = static_cast<int>(K - k);
-    acc += V::load_partial(a + k, n) * V::load_partial(b + k, n);
+    const V av = V::load_partial(a + k, n);
+    for (int i = 0; i < R; ++i) acc[i] += av * V::load_partial(b + i * ldb + k, n);
   }
-  return lane_sum(acc);
+  for (int i = 0; i < R; ++i) out[i] = lane_sum(acc[i]);
+}
+
+// out[j] = dot(a, b[j]) for j < n rows of b, four rows at a time.
+template <class T>
+inline void dot_rows(const T* a, const T* b, int64_t ldb, int64_t K, int64_t n, T* out) {
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) dots<4>(a, b + j * ldb, ldb, K, out + j);
+  for (; j < n; ++j) dots<1>(a, b + j * ldb, ldb, K, out + j);
 }
 
 // Products with few rows of A (a single step at batch 1, say), where packing B would cost as
@@ -174,7 +188,13 @@ void gemm_direct(Trans trans_b, int64_t M, int64_t N, int64_t K, const T* A, int
     const T* a = A + i * lda;
     T* c = C + i * ldc;
     if (trans_b == Trans::Yes) {
-      for (int64_t j = 0; j < N; ++j) c[j] = (accumulate ? c[j] : T(0)) + dot(a, B + j * ldb, K);
+      constexpr int64_t kChunk = 64;
+      T sums[kChunk];
+      for (int64_t j0 = 0; j0 < N; j0 += kChunk) {
+        const int64_t n = imin(kChunk, N - j0);
+        dot_rows(a, B + j0 * ldb, ldb, K, n, sums);
+        for (int64_t j = 0; j < n; ++j) c[j0 + j] = (accumulate ? c[j0 + j] : T(0)) + sums[j];
+      }
       continue;
     }
     for (int64_t j0 = 0; j0 < N; j0 += W) {
@@ -197,7 +217,7 @@ inline void direct_tile(int rows, int64_t K, const T* a, int64_t lda, const T* w
   for (int r = 0; r < rows; ++r) {
     for (int g = 0; g < G; ++g) {
       T lanes[V::kWidth] = {};
-      for (int c = 0; c < nj; ++c) lanes[c] = dot(a + r * lda, w + (g * gate_rows + j0 + c) * K, K);
+      dot_rows(a + r * lda, w + (g * gate_rows + j0) * K, K, K, nj, lanes);
       acc[r][g] = V::load(lanes);
     }
   }

@@ -124,7 +124,7 @@ rnn = torch.library.custom_op("fastrnn::rnn", mutates_args=())(_rnn_impl)
 
 
 def _plain(t) -> bool:
-    return t is None or type(t) is Tensor
+    return t is None or type(t) in (Tensor, torch.nn.Parameter)
 
 
 def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
