@@ -1,0 +1,88 @@
+// fastrnn native core: CTC loss (connectionist temporal classification), loss and gradient.
+//
+// Shape legend for CTC: T input steps (rows of the input), B batch, C classes (blank included),
+// S maximal target length, L = 2*S + 1 the extended label sequence (blank, l1, blank, ..., lS, blank).
+// Element b uses T_b = input_lengths[b] <= T steps and S_b = target_lengths[b] <= S labels, so
+// L_b = 2*S_b + 1 positions of the extended sequence.
+//
+// Buffers (dense, row-major; "value" = float or double as chosen by DType):
+//   input          [T, B, C] values. Log-probabilities (desc.from_logits = false), or unnormalized
+//                  logits (from_logits = true: log_softmax over C is applied inside, never stored).
+//   targets        int64 labels: element b's k-th label is targets[target_offsets[b] + k], k < S_b.
+//                  Padded [B, S'] targets use offsets b*S'; concatenated targets use prefix sums.
+//                  Labels lie in [0, C) and differ from blank.
+//   target_offsets, input_lengths, target_lengths: int64 [B]; 0 <= T_b <= T, 0 <= S_b <= S.
+//   loss           [B] values: -log p(target_b | input_b), +inf when no alignment exists
+//                  (T_b < S_b + number of adjacent repeats), or 0 there when zero_infinity.
+//   log_alpha      [B, T, L] values, written by forward, read by backward: the forward variables
+//                  in log space, each including the emission at its own step. Entries that lie on no
+//                  complete path, rows t >= T_b and columns s >= L_b are -inf (every entry is written).
+//   row_lse        [T, B] values (from_logits only, else null): logsumexp over C of each input row,
+//                  written by forward (0 for rows t >= T_b), read by backward.
+//   grad_loss      [B] values: upstream gradient of each loss (before zero_infinity).
+//   grad_input     [T, B, C] values, overwritten:
+//                    grad_loss[b] * (exp(lp[t,b,c]) - sum_{s: l'_s = c} exp(a_t(s) + b_t(s) + nll_b - lp[t,b,c]))
+//                  for t < T_b, with lp the log-probabilities and a, b the forward/backward variables.
+//                  This is the exact gradient w.r.t. the logits when lp = log_softmax(logits); for
+//                  log-probability input it is, like torch's ctc_loss, that same expression (equal to
+//                  the gradient w.r.t. log_probs after log_softmax's backward). Rows t >= T_b are 0.
+//                  Elements with an infinite loss get a zero gradient (never NaN).
+//   workspace      ctc_cpu_workspace_bytes(...) bytes of scratch, 64-byte aligned.
+//
+// Results are deterministic: each batch element is computed by one thread in a fixed order, so
+// they are bitwise identical for any thread count.
+#pragma once
+
+#include "fastrnn/common.h"
+#include "fastrnn/rnn.h"  // DType (belongs in common.h; kept where the RNN API defines it)
+
+namespace fastrnn {
+
+struct CtcDesc {
+  int64_t max_time = 0;     // T
+  int64_t batch = 0;        // B
+  int64_t num_classes = 0;  // C
+  int64_t max_target = 0;   // S
+  int64_t blank = 0;        // in [0, C)
+  int64_t targets_size = 0; // number of labels in the targets array (bounds the offsets)
+  bool from_logits = false;
+
+  int64_t ext_len() const { return 2 * max_target + 1; }  // L
+  void validate() const;  // throws std::invalid_argument on an inconsistent descriptor
+};
+
+struct CtcForwardArgs {
+  const void* input = nullptr;
+  const int64_t* targets = nullptr;
+  const int64_t* target_offsets = nullptr;
+  const int64_t* input_lengths = nullptr;
+  const int64_t* target_lengths = nullptr;
+  bool zero_infinity = false;
+  void* loss = nullptr;
+  void* log_alpha = nullptr;
+  void* row_lse = nullptr;  // from_logits only
+  void* workspace = nullptr;
+};
+
+struct CtcBackwardArgs {
+  const void* input = nullptr;
+  const int64_t* targets = nullptr;
+  const int64_t* target_offsets = nullptr;
+  const int64_t* input_lengths = nullptr;
+  const int64_t* target_lengths = nullptr;
+  const void* log_alpha = nullptr;
+  const void* row_lse = nullptr;  // from_logits only
+  const void* grad_loss = nullptr;
+  void* grad_input = nullptr;
+  void* workspace = nullptr;
+};
+
+// CPU. The host arrays (lengths, offsets, labels) are checked against the descriptor before any
+// work starts. num_threads >= 1 threads work on distinct batch elements.
+int64_t ctc_cpu_workspace_bytes(const CtcDesc& desc, DType dtype, int64_t num_threads);
+void ctc_forward_cpu(const CtcDesc& desc, DType dtype, const CtcForwardArgs& args,
+                     int64_t num_threads);
+void ctc_backward_cpu(const CtcDesc& desc, DType dtype, const CtcBackwardArgs& args,
+                      int64_t num_threads);
+
+}  // namespace fastrnn
