@@ -241,7 +241,7 @@ void backward_impl(const CtcDesc& d, const CtcBackwardArgs& a, int64_t num_threa
       k.scaled_exp(row, shift, gout, C, g);
       V blank_occ = V(0);
       for (int64_t s = lo + (lo % 2); s < hi; s += 2) blank_occ += w.gamma[s];
-      g[d.blank] = gout * (std::exp(row[d.blank] - shift) - blank_occ);
+      g[d.blank] -= gout * blank_occ;
       for (int64_t i = 0; i < el.S_b;) {
         const int64_t label = el.labels[w.order[i]];
         V occ = V(0);
@@ -249,7 +249,7 @@ void backward_impl(const CtcDesc& d, const CtcBackwardArgs& a, int64_t num_threa
           const int64_t s = 2 * int64_t(w.order[i]) + 1;
           if (s >= lo && s < hi) occ += w.gamma[s];
         }
-        g[label] = gout * (std::exp(row[label] - shift) - occ);
+        g[label] -= gout * occ;
       }
       std::swap(next, cur);
     }
