@@ -26,27 +26,11 @@ import torch
 from torch import Tensor
 
 from . import _C
+from ._backend import cuda_module
 
 __all__ = ["CTCLoss", "ctc_loss", "ctc_loss_from_logits"]
 
 Lengths = Union[Tensor, Sequence[int], int]
-
-_cuda_mod = None
-
-
-def _cuda():
-    global _cuda_mod
-    if _cuda_mod is None:
-        try:
-            from . import _cuda as mod
-        except ImportError as exc:
-            raise RuntimeError(
-                "fastrnn was built without CUDA support (the module fastrnn._cuda is missing); "
-                "rebuild with a CUDA compiler available (FASTRNN_CUDA=ON) to use CUDA tensors"
-            ) from exc
-        _cuda_mod = mod
-    return _cuda_mod
-
 
 _DTYPES = (torch.float32, torch.float64)
 
@@ -95,7 +79,7 @@ def _ctc_loss_op(
     )
     sizes = (T, B, C, max_target, blank, targets.numel(), from_logits)
     if input.is_cuda:
-        mod = _cuda()
+        mod = cuda_module()
         with torch.cuda.device(input.device):
             ws = torch.empty(mod.ctc_cuda_workspace_bytes(*sizes, _dtype_code(input.dtype)),
                              dtype=torch.uint8, device=input.device)
@@ -151,7 +135,7 @@ def _ctc_loss_backward_op(
     )
     sizes = (T, B, C, max_target, blank, targets.numel(), from_logits)
     if input.is_cuda:
-        mod = _cuda()
+        mod = cuda_module()
         with torch.cuda.device(input.device):
             ws = torch.empty(mod.ctc_cuda_workspace_bytes(*sizes, _dtype_code(input.dtype)),
                              dtype=torch.uint8, device=input.device)
