@@ -17,14 +17,6 @@
 
 namespace fastrnn {
 
-void CtcDesc::validate() const {
-  FASTRNN_CHECK(max_time >= 0 && batch >= 0 && max_target >= 0, "ctc: negative size");
-  FASTRNN_CHECK(num_classes >= 1 && num_classes <= std::numeric_limits<int32_t>::max(),
-                "ctc: num_classes must be in [1, 2^31)");
-  FASTRNN_CHECK(blank >= 0 && blank < num_classes, "ctc: blank must be in [0, num_classes)");
-  FASTRNN_CHECK(targets_size >= 0, "ctc: negative targets_size");
-}
-
 namespace cpu {
 namespace {
 

@@ -48,7 +48,13 @@ struct CtcDesc {
   bool from_logits = false;
 
   int64_t ext_len() const { return 2 * max_target + 1; }  // L
-  void validate() const;  // throws std::invalid_argument on an inconsistent descriptor
+  // Throws std::invalid_argument on an inconsistent descriptor (inline: the CUDA module shares it).
+  void validate() const {
+    FASTRNN_CHECK(max_time >= 0 && batch >= 0 && max_target >= 0, "ctc: negative size");
+    FASTRNN_CHECK(num_classes >= 1 && num_classes <= INT32_MAX, "ctc: num_classes must be in [1, 2^31)");
+    FASTRNN_CHECK(blank >= 0 && blank < num_classes, "ctc: blank must be in [0, num_classes)");
+    FASTRNN_CHECK(targets_size >= 0, "ctc: negative targets_size");
+  }
 };
 
 struct CtcForwardArgs {
@@ -84,5 +90,20 @@ void ctc_forward_cpu(const CtcDesc& desc, DType dtype, const CtcForwardArgs& arg
                      int64_t num_threads);
 void ctc_backward_cpu(const CtcDesc& desc, DType dtype, const CtcBackwardArgs& args,
                       int64_t num_threads);
+
+}  // namespace fastrnn
+
+namespace fastrnn {
+
+// CUDA (cuda/ctc.cu; only in the fastrnn._cuda module). Every pointer is device memory on the
+// current device, including the int64 length, offset and target arrays; work is queued on
+// `stream` (a cudaStream_t) and nothing is allocated. One thread block per batch element. The
+// arrays' values are not checked on the host (that would need a copy and a synchronization): the
+// torch layer validates them, and an element whose lengths are out of range gets a NaN loss and a
+// zero gradient instead of an out-of-bounds access.
+int64_t ctc_cuda_workspace_bytes(const CtcDesc& desc, DType dtype);
+void ctc_forward_cuda(const CtcDesc& desc, DType dtype, const CtcForwardArgs& args, void* stream);
+void ctc_backward_cuda(const CtcDesc& desc, DType dtype, const CtcBackwardArgs& args,
+                       void* stream);
 
 }  // namespace fastrnn
