@@ -3,6 +3,7 @@
 Run from the repository root:
     python bench/bench_ctc.py            # standard shapes, 15 repeats
     python bench/bench_ctc.py --quick    # 3 repeats
+    python bench/bench_ctc.py --threads 1  # both implementations single-threaded
     python bench/bench_ctc.py --device cuda
 Prints a table (medians, speedup = torch / fastrnn) and writes bench/results/<device>-<date>-ctc.json
 in the format of DESIGN.md section 5. Inputs are random log-probabilities (never zeros); targets
@@ -97,10 +98,14 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads for both implementations (default: torch's)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "results"))
     args = ap.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 15)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     device = args.device
 
@@ -142,7 +147,8 @@ def main(argv=None) -> int:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     os.makedirs(args.out, exist_ok=True)
-    name = f"{device}-{datetime.date.today():%Y%m%d}-ctc{'-quick' if args.quick else ''}.json"
+    suffix = ("-quick" if args.quick else "") + (f"-t{args.threads}" if args.threads else "")
+    name = f"{device}-{datetime.date.today():%Y%m%d}-ctc{suffix}.json"
     path = os.path.join(args.out, name)
     with open(path, "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)

@@ -165,7 +165,7 @@ void forward_impl(const CtcDesc& d, const CtcForwardArgs& a, int64_t num_threads
     }
     el.fill_ext_and_skip(d, w);
     V* alpha = log_alpha + b * T * L;
-    std::fill(alpha, alpha + T * L, ninf);
+    std::fill(alpha + el.T_b * L, alpha + T * L, ninf);
     V* prev = w.row_a + 2;
     V* cur = w.row_b + 2;
     for (int64_t t = 0; t < el.T_b; ++t) {
@@ -179,8 +179,10 @@ void forward_impl(const CtcDesc& d, const CtcForwardArgs& a, int64_t num_threads
         } else {
           k.alpha_step(prev, cur, w.e, w.skip, lo, hi);
         }
-        std::copy(cur + lo, cur + hi, alpha + t * L + lo);
       }
+      // cur is -inf outside [lo, hi), so one pass writes the whole row.
+      std::copy(cur, cur + el.L_b, alpha + t * L);
+      std::fill(alpha + t * L + el.L_b, alpha + (t + 1) * L, ninf);
       std::swap(prev, cur);
     }
     const V nll = el.T_b == 0 ? el.nll_empty_input() : el.nll(k, alpha + (el.T_b - 1) * L);

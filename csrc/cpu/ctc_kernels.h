@@ -108,12 +108,16 @@ inline V vlog(V x) {
   return x == V(0) ? neg_inf<V>() : (x != x ? x : y);
 }
 
-// log(exp(x) + exp(y) + exp(z)), -inf when all three are -inf.
+// log(exp(x) + exp(y) + exp(z)), -inf when all three are -inf. The largest term contributes
+// exactly 1, so only the other two need an exp (found by a min/max network, no branches).
 template <class V>
 inline V logsumexp3(V x, V y, V z) {
-  const V m = vmax(vmax(x, y), z);
+  const V hi_xy = vmax(x, y), lo_xy = vmin(x, y);
+  const V m = vmax(hi_xy, z);
+  const V mid = vmin(hi_xy, z);
   const V mm = m == neg_inf<V>() ? V(0) : m;
-  return mm + vlog(vexp(x - mm) + vexp(y - mm) + vexp(z - mm));
+  const V r = mm + vlog(V(1) + vexp(mid - mm) + vexp(lo_xy - mm));
+  return m == neg_inf<V>() ? m : r;
 }
 
 // e[s] = row[ext[s]] - shift for s in [lo, hi).
