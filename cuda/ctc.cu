@@ -145,8 +145,10 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ V red[kThreads];
   const int64_t b = blockIdx.x;
   const Element el(p, b);
-  V* alpha = log_alpha + b * p.T * p.L;
-  for (int64_t i = threadIdx.x; i < p.T * p.L; i += kThreads) alpha[i] = ninf<V>();
+  V* alpha = log_alpha ? log_alpha + b * p.T * p.L : nullptr;  // null: loss only
+  if (alpha) {
+    for (int64_t i = threadIdx.x; i < p.T * p.L; i += kThreads) alpha[i] = ninf<V>();
+  }
   if (p.from_logits) {
     for (int64_t t = 0; t < p.T; ++t) {
       V lse = V(0);
@@ -181,7 +183,7 @@ __global__ void __launch_bounds__(kThreads)
       if (s >= lo && s < hi) {
         const V e = row[el.ext(s, p.blank)] - shift;
         a = t == 0 ? e : e + logsumexp3(prev[s], prev[s - 1], prev[s - 2] + el.skip<V>(s));
-        alpha[t * p.L + s] = a;
+        if (alpha) alpha[t * p.L + s] = a;
       }
       cur[s] = a;
     }
@@ -191,7 +193,7 @@ __global__ void __launch_bounds__(kThreads)
     cur = tmp;
   }
   if (threadIdx.x == 0) {
-    const V nll = el.nll(alpha + (el.T_b - 1) * p.L);
+    const V nll = el.nll(prev);  // row T_b - 1, the values backward reads back from log_alpha
     loss[b] = (zero_infinity && isinf(nll)) ? V(0) : nll;
   }
 }
@@ -332,7 +334,7 @@ void ctc_forward_cuda(const CtcDesc& desc, DType dtype, const CtcForwardArgs& ar
                       void* stream) {
   check_args(desc, dtype, args.input, args.targets, args.target_offsets, args.input_lengths,
              args.target_lengths, args.workspace);
-  FASTRNN_CHECK(desc.batch == 0 || (args.loss && args.log_alpha), "ctc: missing output");
+  FASTRNN_CHECK(desc.batch == 0 || args.loss, "ctc: missing loss");
   FASTRNN_CHECK(!desc.from_logits || desc.batch == 0 || args.row_lse, "ctc: missing row_lse");
   FASTRNN_CHECK(desc.batch <= INT32_MAX, "ctc: batch too large for one grid");
   if (desc.batch == 0) return;

@@ -239,8 +239,9 @@ def test_opcheck(from_logits):
     p = _prepare(lp, targets, il, tl, 0, "none", "log_probs")
     x = p["input"].detach().requires_grad_()
     args = (x, p["targets"], p["target_offsets"], p["input_lengths"], p["target_lengths"],
-            p["max_target"], 0, False, from_logits)
+            p["max_target"], 0, False, from_logits, True)
     torch.library.opcheck(_ctc_loss_op, args)
+    torch.library.opcheck(_ctc_loss_op, (x.detach(), *args[1:9], False))
     _, log_alpha, row_lse = _ctc_loss_op(*args)
     grad_loss = torch.rand(3, dtype=torch.float64) + 0.5
     torch.library.opcheck(_ctc_loss_backward_op,
@@ -277,6 +278,8 @@ def test_bitwise_deterministic_across_runs_and_threads(from_logits):
     for loss, grad in results[1:]:
         assert torch.equal(loss, results[0][0])
         assert torch.equal(grad, results[0][1])
+    with torch.no_grad():  # the loss-only path (no stored alpha) gives the same bits
+        assert torch.equal(fn(lp, targets, il, tl, reduction="none"), results[0][0])
 
 
 # ------------------------------------------------------------------------------------------
@@ -325,7 +328,7 @@ def test_native_core_rejects_bad_lengths():
     bad[0] = 7
     with pytest.raises(ValueError, match="input length"):
         _ctc_loss_op(p["input"], p["targets"], p["target_offsets"], bad, p["target_lengths"],
-                     p["max_target"], 0, False, False)
+                     p["max_target"], 0, False, False, True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -358,6 +361,8 @@ def test_cuda_long_targets_and_determinism(S):
     first = loss_and_grad(ctc_loss, *args, reduction="none")
     second = loss_and_grad(ctc_loss, *args, reduction="none")
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    with torch.no_grad():
+        assert torch.equal(ctc_loss(*args, reduction="none"), first[0])
     loss, grad = loss_and_grad(ctc_loss, lp.double(), targets, il, tl, reduction="none")
     torch.testing.assert_close(first[0].double().cpu(), loss, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(first[1].double().cpu(), grad, rtol=1e-4, atol=1e-4)
@@ -369,4 +374,5 @@ def test_cuda_opcheck():
     p = _prepare(lp, targets, il, tl, 0, "none", "log_probs")
     torch.library.opcheck(_ctc_loss_op, (p["input"].requires_grad_(), p["targets"],
                                          p["target_offsets"], p["input_lengths"],
-                                         p["target_lengths"], p["max_target"], 0, False, False))
+                                         p["target_lengths"], p["max_target"], 0, False, False,
+                                         True))

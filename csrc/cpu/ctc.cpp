@@ -164,8 +164,8 @@ void forward_impl(const CtcDesc& d, const CtcForwardArgs& a, int64_t num_threads
         row_lse[t * B + b] = t < el.T_b ? k.row_logsumexp(x + (t * B + b) * C, C) : V(0);
     }
     el.fill_ext_and_skip(d, w);
-    V* alpha = log_alpha + b * T * L;
-    std::fill(alpha + el.T_b * L, alpha + T * L, ninf);
+    V* alpha = log_alpha ? log_alpha + b * T * L : nullptr;
+    if (alpha) std::fill(alpha + el.T_b * L, alpha + T * L, ninf);
     V* prev = w.row_a + 2;
     V* cur = w.row_b + 2;
     for (int64_t t = 0; t < el.T_b; ++t) {
@@ -180,12 +180,14 @@ void forward_impl(const CtcDesc& d, const CtcForwardArgs& a, int64_t num_threads
           k.alpha_step(prev, cur, w.e, w.skip, lo, hi);
         }
       }
-      // cur is -inf outside [lo, hi), so one pass writes the whole row.
-      std::copy(cur, cur + el.L_b, alpha + t * L);
-      std::fill(alpha + t * L + el.L_b, alpha + (t + 1) * L, ninf);
+      if (alpha) {  // cur is -inf outside [lo, hi), so one pass writes the whole row
+        std::copy(cur, cur + el.L_b, alpha + t * L);
+        std::fill(alpha + t * L + el.L_b, alpha + (t + 1) * L, ninf);
+      }
       std::swap(prev, cur);
     }
-    const V nll = el.T_b == 0 ? el.nll_empty_input() : el.nll(k, alpha + (el.T_b - 1) * L);
+    // prev holds row T_b - 1, the values stored in log_alpha that backward reads back.
+    const V nll = el.T_b == 0 ? el.nll_empty_input() : el.nll(k, prev);
     loss[b] = (a.zero_infinity && std::isinf(nll)) ? V(0) : nll;
   });
 }
@@ -277,7 +279,7 @@ void ctc_forward_cpu(const CtcDesc& desc, DType dtype, const CtcForwardArgs& arg
                      int64_t num_threads) {
   cpu::check_common(desc, dtype, num_threads, args.input, args.targets, args.target_offsets,
                args.input_lengths, args.target_lengths, args.workspace);
-  FASTRNN_CHECK(desc.batch == 0 || (args.loss && args.log_alpha), "ctc: missing output");
+  FASTRNN_CHECK(desc.batch == 0 || args.loss, "ctc: missing loss");
   FASTRNN_CHECK(!desc.from_logits || desc.batch == 0 || args.row_lse, "ctc: missing row_lse");
   if (dtype == DType::Float32) {
     cpu::forward_impl<float>(desc, args, num_threads);

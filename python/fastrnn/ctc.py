@@ -47,7 +47,8 @@ def _addr(t: Optional[Tensor]) -> int:
 # Custom ops. Inputs are already validated and normalized by _prepare:
 #   input [T, B, C] contiguous float32/float64; targets int64 1-D; target_offsets, input_lengths,
 #   target_lengths int64 [B]; all on the input's device.
-# Outputs: loss [B], log_alpha [B, T, 2*max_target+1], row_lse [T, B] (from_logits) or [0].
+# Outputs: loss [B], log_alpha [B, T, 2*max_target+1] (need_alpha: what backward reads) or [0],
+#   row_lse [T, B] (from_logits) or [0].
 
 
 @torch.library.custom_op("fastrnn::ctc_loss", mutates_args=())
@@ -61,10 +62,11 @@ def _ctc_loss_op(
     blank: int,
     zero_infinity: bool,
     from_logits: bool,
+    need_alpha: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     T, B, C = input.shape
     loss = input.new_empty(B)
-    log_alpha = input.new_empty(B, T, 2 * max_target + 1)
+    log_alpha = input.new_empty(B, T, 2 * max_target + 1) if need_alpha else input.new_empty(0)
     row_lse = input.new_empty(T, B) if from_logits else input.new_empty(0)
     ptrs = dict(
         input=_addr(input),
@@ -96,11 +98,11 @@ def _ctc_loss_op(
 
 @_ctc_loss_op.register_fake
 def _(input, targets, target_offsets, input_lengths, target_lengths, max_target, blank,
-      zero_infinity, from_logits):
+      zero_infinity, from_logits, need_alpha):
     T, B, _ = input.shape
     return (
         input.new_empty(B),
-        input.new_empty(B, T, 2 * max_target + 1),
+        input.new_empty(B, T, 2 * max_target + 1) if need_alpha else input.new_empty(0),
         input.new_empty(T, B) if from_logits else input.new_empty(0),
     )
 
@@ -157,7 +159,11 @@ def _(grad_loss, input, targets, target_offsets, input_lengths, target_lengths, 
 
 
 def _setup_context(ctx, inputs, output):
-    input, targets, target_offsets, input_lengths, target_lengths, _, blank, _, from_logits = inputs
+    (input, targets, target_offsets, input_lengths, target_lengths, _, blank, _, from_logits,
+     need_alpha) = inputs
+    if not need_alpha:
+        raise RuntimeError("fastrnn::ctc_loss was called with need_alpha=False on an input that "
+                           "requires grad; call it through fastrnn.ctc.ctc_loss")
     _, log_alpha, row_lse = output
     ctx.save_for_backward(input, targets, target_offsets, input_lengths, target_lengths,
                           log_alpha, row_lse)
@@ -171,7 +177,7 @@ def _backward(ctx, grad_loss, grad_log_alpha, grad_row_lse):
     grad_input = _ctc_loss_backward_op(grad_loss, input, targets, target_offsets, input_lengths,
                                        target_lengths, log_alpha, row_lse, ctx.blank,
                                        ctx.from_logits)
-    return grad_input, None, None, None, None, None, None, None, None
+    return grad_input, None, None, None, None, None, None, None, None, None
 
 
 _ctc_loss_op.register_autograd(_backward, setup_context=_setup_context)
@@ -284,9 +290,11 @@ def _ctc(input, targets, input_lengths, target_lengths, blank, reduction, zero_i
          from_logits):
     p = _prepare(input, targets, input_lengths, target_lengths, blank, reduction,
                  "logits" if from_logits else "log_probs")
+    # Without a backward to come, the (B, T, 2S+1) forward variables are not stored at all.
+    need_alpha = torch.is_grad_enabled() and p["input"].requires_grad
     loss, _, _ = _ctc_loss_op(p["input"], p["targets"], p["target_offsets"], p["input_lengths"],
                               p["target_lengths"], p["max_target"], blank, bool(zero_infinity),
-                              from_logits)
+                              from_logits, need_alpha)
     target_lengths = p["target_lengths"]
     if p["unbatched"]:
         loss, target_lengths = loss.squeeze(0), target_lengths.squeeze(0)

@@ -17,6 +17,8 @@
 //   log_alpha      [B, T, L] values, written by forward, read by backward: the forward variables
 //                  in log space, each including the emission at its own step. Entries that lie on no
 //                  complete path, rows t >= T_b and columns s >= L_b are -inf (every entry is written).
+//                  May be null in forward when no backward follows: the loss alone needs no [B, T, L]
+//                  memory (the loss is bitwise the same either way).
 //   row_lse        [T, B] values (from_logits only, else null): logsumexp over C of each input row,
 //                  written by forward (0 for rows t >= T_b), read by backward.
 //   grad_loss      [B] values: upstream gradient of each loss (before zero_infinity).
