@@ -43,12 +43,15 @@ struct Scratch {
   V* skip;     // [L + 2] 0 or -inf (see ctc_kernels.h)
   V* gamma;    // [L] occupancies of the current step
   int32_t* ext;    // [L] class of each extended position
-  int32_t* order;  // [S] label positions k sorted by (label, k): the segments of equal labels
+  // The label positions sorted by (label, k), i.e. the segments of equal labels, [S] each:
+  int32_t* seg_pos;    // extended position 2k+1
+  int32_t* seg_label;  // its label
+  int32_t* seg_head;   // 1 where a segment starts
 
   static int64_t bytes(const CtcDesc& d) {
     const int64_t L = d.ext_len();
     return align_up((L + 4) * int64_t(sizeof(V))) * 2 + align_up(L * int64_t(sizeof(V))) * 2 +
-           align_up((L + 2) * int64_t(sizeof(V))) + align_up(L * 4) + align_up(d.max_target * 4);
+           align_up((L + 2) * int64_t(sizeof(V))) + align_up(L * 4) + 3 * align_up(d.max_target * 4);
   }
 
   Scratch(const CtcDesc& d, void* workspace, int64_t thread) {
@@ -65,7 +68,9 @@ struct Scratch {
     gamma = reinterpret_cast<V*>(take(L * int64_t(sizeof(V))));
     skip = reinterpret_cast<V*>(take((L + 2) * int64_t(sizeof(V))));
     ext = reinterpret_cast<int32_t*>(take(L * 4));
-    order = reinterpret_cast<int32_t*>(take(d.max_target * 4));
+    seg_pos = reinterpret_cast<int32_t*>(take(d.max_target * 4));
+    seg_label = reinterpret_cast<int32_t*>(take(d.max_target * 4));
+    seg_head = reinterpret_cast<int32_t*>(take(d.max_target * 4));
   }
 };
 
@@ -94,9 +99,14 @@ struct Element {
   }
 
   void sort_labels(Scratch<V>& w) const {
-    std::iota(w.order, w.order + S_b, 0);
-    std::stable_sort(w.order, w.order + S_b,
-                     [this](int32_t i, int32_t j) { return labels[i] < labels[j]; });
+    int32_t* k = w.seg_pos;  // first the positions k, sorted, then turned into 2k+1
+    std::iota(k, k + S_b, 0);
+    std::stable_sort(k, k + S_b, [this](int32_t i, int32_t j) { return labels[i] < labels[j]; });
+    for (int64_t j = 0; j < S_b; ++j) {
+      w.seg_label[j] = static_cast<int32_t>(labels[k[j]]);
+      w.seg_head[j] = j == 0 || w.seg_label[j] != w.seg_label[j - 1];
+      k[j] = 2 * k[j] + 1;
+    }
   }
 
   // -log p(target | input) from the last alpha row (identical in forward and backward).
@@ -230,6 +240,8 @@ void backward_impl(const CtcDesc& d, const CtcBackwardArgs& a, int64_t num_threa
         k.beta_step(next, cur, w.e, w.skip, lo, hi);
       }
       k.occupancy(alpha + t * L, cur, w.e, nll, lo, hi, w.gamma);
+      std::fill(w.gamma, w.gamma + lo, V(0));
+      std::fill(w.gamma + hi, w.gamma + el.L_b, V(0));
 
       // Every class gets gout * exp(lp); the classes of the extended sequence then subtract their
       // occupancy, summed over their positions in a fixed order (a segmented reduction by label).
@@ -238,14 +250,15 @@ void backward_impl(const CtcDesc& d, const CtcBackwardArgs& a, int64_t num_threa
       V blank_occ = V(0);
       for (int64_t s = lo + (lo % 2); s < hi; s += 2) blank_occ += w.gamma[s];
       g[d.blank] -= gout * blank_occ;
-      for (int64_t i = 0; i < el.S_b;) {
-        const int64_t label = el.labels[w.order[i]];
-        V occ = V(0);
-        for (; i < el.S_b && el.labels[w.order[i]] == label; ++i) {
-          const int64_t s = 2 * int64_t(w.order[i]) + 1;
-          if (s >= lo && s < hi) occ += w.gamma[s];
-        }
-        g[label] -= gout * occ;
+      // One branch-free pass over the sorted positions: run is the segment's running sum, base the
+      // class's value before its segment; the segment's last write leaves base - gout * sum.
+      V run = V(0), base = V(0);
+      for (int64_t j = 0; j < el.S_b; ++j) {
+        const bool head = w.seg_head[j];
+        V& gc = g[w.seg_label[j]];
+        run = (head ? V(0) : run) + w.gamma[w.seg_pos[j]];
+        base = head ? gc : base;
+        gc = base - gout * run;
       }
       std::swap(next, cur);
     }
