@@ -251,6 +251,36 @@ def test_opcheck(from_logits):
                                       "test_aot_dispatch_dynamic"))
 
 
+@pytest.mark.slow
+def test_op_compiles_fullgraph():
+    # The public function validates on the host (as torch's does); the op itself traces whole.
+    lp, targets, il, tl = random_problem(T=10, B=3, C=5, S=4, dtype=torch.float32)
+    p = _prepare(lp, targets, il, tl, 0, "none", "log_probs")
+    rest = (p["targets"], p["target_offsets"], p["input_lengths"], p["target_lengths"])
+
+    def f(x, *rest):
+        loss, _, _ = _ctc_loss_op(x, *rest, p["max_target"], 0, False, False, True)
+        return loss.sum()
+
+    x = p["input"].detach().requires_grad_()
+    out = torch.compile(f, fullgraph=True, backend="aot_eager")(x, *rest)
+    (grad,) = torch.autograd.grad(out, x)
+    ref, ref_grad = loss_and_grad(F.ctc_loss, lp, targets, il, tl, reduction="sum")
+    close(out.detach(), ref)
+    close(grad, ref_grad)
+
+
+def test_empty_batch():
+    # torch raises for an empty log_probs tensor; fastrnn returns the empty reductions.
+    lp = torch.randn(5, 0, 4).log_softmax(2).requires_grad_()
+    empty = torch.zeros(0, dtype=torch.int64)
+    loss = ctc_loss(lp, torch.zeros(0, 3, dtype=torch.int64), empty, empty, reduction="none")
+    assert loss.shape == (0,)
+    total = ctc_loss(lp, torch.zeros(0, 3, dtype=torch.int64), empty, empty, reduction="sum")
+    total.backward()
+    assert total.item() == 0 and lp.grad.shape == lp.shape
+
+
 def test_double_backward_raises():
     lp, targets, il, tl = random_problem(T=6, B=2, C=4, S=2)
     leaf = lp.detach().requires_grad_()
