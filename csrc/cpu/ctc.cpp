@@ -234,12 +234,8 @@ void backward_impl(const CtcDesc& d, const CtcBackwardArgs& a, int64_t num_threa
       const V* row = x + (t * B + b) * C;
       std::fill(cur - 2, cur + el.L_b + 2, ninf);
       k.emissions(row, shift, w.ext, lo, hi, w.e);
-      if (t == el.T_b - 1) {
-        std::copy(w.e + lo, w.e + hi, cur + lo);
-      } else {
-        k.beta_step(next, cur, w.e, w.skip, lo, hi);
-      }
-      k.occupancy(alpha + t * L, cur, w.e, nll, lo, hi, w.gamma);
+      k.beta_step_occupancy(next, cur, w.e, w.skip, t == el.T_b - 1, alpha + t * L, nll, lo, hi,
+                            w.gamma);
       std::fill(w.gamma, w.gamma + lo, V(0));
       std::fill(w.gamma + hi, w.gamma + el.L_b, V(0));
 

@@ -137,25 +137,41 @@ void emissions(const V* __restrict row, V shift, const int32_t* __restrict ext, 
   for (int64_t s = lo; s < hi; ++s) e[s] = row[ext[s]] - shift;
 }
 
-// One recursion step over s in [lo, hi): Dir = -1 computes alpha_t from alpha_{t-1}
-// (sources s, s-1, s-2), Dir = +1 computes beta_t from beta_{t+1} (sources s, s+1, s+2).
-template <class V, int Dir>
-void step(const V* __restrict prev, V* __restrict cur, const V* __restrict e,
-          const V* __restrict skip, int64_t lo, int64_t hi) {
-  constexpr int skip_at = Dir > 0 ? 2 : 0;  // the skip flag of the odd position of the pair
+// One alpha step over s in [lo, hi): alpha_t(s) = e[s] + logsumexp(alpha_{t-1}(s),
+// alpha_{t-1}(s-1), alpha_{t-1}(s-2) + skip[s]).
+template <class V>
+void alpha_step(const V* __restrict prev, V* __restrict cur, const V* __restrict e,
+                const V* __restrict skip, int64_t lo, int64_t hi) {
   for (int64_t s = lo; s < hi; ++s) {
-    cur[s] = e[s] + logsumexp3(prev[s], prev[s + Dir], prev[s + 2 * Dir] + skip[s + skip_at]);
+    cur[s] = e[s] + logsumexp3(prev[s], prev[s - 1], prev[s - 2] + skip[s]);
   }
 }
 
-// gamma[s] = exp(alpha[s] + beta[s] + nll - e[s]) for s in [lo, hi): the posterior probability of
-// passing through s at this step, 0 where alpha + beta = -inf (also when e[s] = -inf).
-template <class V>
-void occupancy(const V* __restrict alpha, const V* __restrict beta, const V* __restrict e, V nll,
-               int64_t lo, int64_t hi, V* __restrict gamma) {
+// One beta step fused with the occupancies it allows: beta_t(s) = e[s] + logsumexp(beta_{t+1}(s),
+// beta_{t+1}(s+1), beta_{t+1}(s+2) + skip[s+2]), or e[s] alone on the last step (Last), and
+// gamma[s] = exp(alpha[s] + beta_t(s) + nll - e[s]): the posterior probability of passing through s
+// at this step, 0 where alpha + beta = -inf (also when e[s] = -inf).
+template <class V, bool Last>
+void beta_occupancy_loop(const V* __restrict next, V* __restrict cur, const V* __restrict e,
+                         const V* __restrict skip, const V* __restrict alpha, V nll, int64_t lo,
+                         int64_t hi, V* __restrict gamma) {
   for (int64_t s = lo; s < hi; ++s) {
-    const V ab = alpha[s] + beta[s];
+    const V beta =
+        Last ? e[s] : e[s] + logsumexp3(next[s], next[s + 1], next[s + 2] + skip[s + 2]);
+    cur[s] = beta;
+    const V ab = alpha[s] + beta;
     gamma[s] = ab == neg_inf<V>() ? V(0) : vexp(ab + nll - e[s]);
+  }
+}
+
+template <class V>
+void beta_step_occupancy(const V* next, V* cur, const V* e, const V* skip, bool last,
+                         const V* alpha, V nll, int64_t lo, int64_t hi, V* gamma) {
+  // Two instantiations: a run-time flag inside the loop keeps GCC from vectorizing it.
+  if (last) {
+    beta_occupancy_loop<V, true>(next, cur, e, skip, alpha, nll, lo, hi, gamma);
+  } else {
+    beta_occupancy_loop<V, false>(next, cur, e, skip, alpha, nll, lo, hi, gamma);
   }
 }
 
@@ -194,9 +210,8 @@ template <class V>
 CtcKernels<V> make_kernels() {
   CtcKernels<V> k;
   k.emissions = &emissions<V>;
-  k.alpha_step = &step<V, -1>;
-  k.beta_step = &step<V, 1>;
-  k.occupancy = &occupancy<V>;
+  k.alpha_step = &alpha_step<V>;
+  k.beta_step_occupancy = &beta_step_occupancy<V>;
   k.scaled_exp = &scaled_exp<V>;
   k.row_logsumexp = &row_logsumexp<V>;
   k.scalar_logsumexp3 = &logsumexp3<V>;

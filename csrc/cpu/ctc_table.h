@@ -10,9 +10,8 @@ template <class V>
 struct CtcKernels {
   void (*emissions)(const V* row, V shift, const int32_t* ext, int64_t lo, int64_t hi, V* e);
   void (*alpha_step)(const V* prev, V* cur, const V* e, const V* skip, int64_t lo, int64_t hi);
-  void (*beta_step)(const V* prev, V* cur, const V* e, const V* skip, int64_t lo, int64_t hi);
-  void (*occupancy)(const V* alpha, const V* beta, const V* e, V nll, int64_t lo, int64_t hi,
-                    V* gamma);
+  void (*beta_step_occupancy)(const V* next, V* cur, const V* e, const V* skip, bool last,
+                              const V* alpha, V nll, int64_t lo, int64_t hi, V* gamma);
   void (*scaled_exp)(const V* x, V shift, V scale, int64_t n, V* out);
   V (*row_logsumexp)(const V* x, int64_t n);
   V (*scalar_logsumexp3)(V x, V y, V z);
