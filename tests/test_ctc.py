@@ -312,6 +312,28 @@ def test_bitwise_deterministic_across_runs_and_threads(from_logits):
         assert torch.equal(fn(lp, targets, il, tl, reduction="none"), results[0][0])
 
 
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_cpu_isa(isa):
+    from fastrnn import _C
+    rank = ["generic", "avx2", "avx512"]
+    if rank.index(isa) > rank.index(_C.best_cpu_isa()):
+        pytest.skip(f"{isa} is not supported by this CPU or build")
+    lp, targets, il, tl = random_problem(T=40, B=5, C=9, S=12, dtype=torch.float32, blank=4,
+                                         impossible=True)
+    kw = dict(blank=4, reduction="none")
+    previous = _C.cpu_isa()
+    _C.set_cpu_isa(isa)
+    try:
+        first = loss_and_grad(ctc_loss, lp, targets, il, tl, **kw)
+        second = loss_and_grad(ctc_loss, lp, targets, il, tl, **kw)
+    finally:
+        _C.set_cpu_isa(previous)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    ref_loss, ref_grad = loss_and_grad(F.ctc_loss, lp, targets, il, tl, **kw)
+    close(first[0], ref_loss)
+    close(first[1][:, 1:], ref_grad[:, 1:])
+
+
 # ------------------------------------------------------------------------------------------
 # Errors (torch's exception types)
 

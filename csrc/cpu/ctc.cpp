@@ -1,18 +1,18 @@
 // CTC loss on the CPU: per batch element, log-space alpha (forward) and beta (backward) recursions
 // over the extended label sequence, the gradient computed row by row during the beta pass.
-// Batch elements are spread over std::threads; each element is computed by exactly one thread
-// with the same code, so results do not depend on the thread count.
+// Batch elements are spread over the thread pool (cpu/threads.h); each element is computed by
+// exactly one thread with the same code, so results do not depend on the thread count.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <limits>
 #include <numeric>
-#include <thread>
-#include <vector>
 
+#include "cpu/isa.h"
+#include "cpu/threads.h"
 #include "fastrnn/ctc.h"
 
-#define FASTRNN_CTC_ISA generic
+#define FASTRNN_CTC_ISA ctc_generic
 #include "cpu/ctc_kernels.h"
 
 namespace fastrnn {
@@ -20,15 +20,22 @@ namespace fastrnn {
 namespace cpu {
 namespace {
 
+// The loops of the active instruction set (cpu/isa.h: the best supported, capped by
+// FASTRNN_CPU_ISA or set_isa). AVX-512 runs the AVX2 build: the loops are latency-bound gathers and
+// exp/log chains of a few hundred positions, where wider vectors gain little.
 template <class V>
 const CtcKernels<V>& select_kernels() {
-  static const CtcKernels<V> generic_table = generic::make_kernels<V>();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if constexpr (sizeof(V) == 4) {
-    return avx2 ? ctc_kernels_avx2_f32() : generic_table;
-  } else {
-    return avx2 ? ctc_kernels_avx2_f64() : generic_table;
+  static const CtcKernels<V> generic_table = ctc_generic::make_kernels<V>();
+#if defined(FASTRNN_X86_ISAS)
+  if (active_isa() != Isa::Generic) {
+    if constexpr (sizeof(V) == 4) {
+      return ctc_kernels_avx2_f32();
+    } else {
+      return ctc_kernels_avx2_f64();
+    }
   }
+#endif
+  return generic_table;
 }
 
 constexpr int64_t kAlign = 64;
@@ -117,24 +124,15 @@ struct Element {
   V nll_empty_input() const { return S_b == 0 ? V(0) : std::numeric_limits<V>::infinity(); }
 };
 
-// Runs f(b, thread) for every b in [0, B) on min(num_threads, B) threads.
+// Runs f(b, thread) for every b in [0, B) on min(num_threads, B) threads of the pool.
 template <class F>
 void for_each_element(int64_t B, int64_t num_threads, const F& f) {
-  const int64_t n = std::max<int64_t>(1, std::min(num_threads, B));
-  if (n == 1) {
-    for (int64_t b = 0; b < B; ++b) f(b, 0);
-    return;
-  }
+  const int n = static_cast<int>(std::max<int64_t>(1, std::min(num_threads, B)));
   // Dynamic assignment balances unequal lengths; which thread takes b never changes its result.
   std::atomic<int64_t> next{0};
-  auto worker = [&](int64_t thread) {
-    for (int64_t b = next.fetch_add(1); b < B; b = next.fetch_add(1)) f(b, thread);
-  };
-  std::vector<std::thread> threads;
-  threads.reserve(n - 1);
-  for (int64_t i = 1; i < n; ++i) threads.emplace_back(worker, i);
-  worker(0);
-  for (auto& th : threads) th.join();
+  parallel(n, [&](int tid, int) {
+    for (int64_t b = next.fetch_add(1); b < B; b = next.fetch_add(1)) f(b, tid);
+  });
 }
 
 void check_elements(const CtcDesc& d, const int64_t* targets, const int64_t* offsets,

@@ -1,16 +1,16 @@
 // The CTC inner loops compiled for AVX2 + FMA (this file's compile flags are set in CMakeLists.txt).
-#define FASTRNN_CTC_ISA avx2
+#define FASTRNN_CTC_ISA ctc_avx2
 #include "cpu/ctc_kernels.h"
 
 namespace fastrnn::cpu {
 
 const CtcKernels<float>& ctc_kernels_avx2_f32() {
-  static const CtcKernels<float> table = avx2::make_kernels<float>();
+  static const CtcKernels<float> table = ctc_avx2::make_kernels<float>();
   return table;
 }
 
 const CtcKernels<double>& ctc_kernels_avx2_f64() {
-  static const CtcKernels<double> table = avx2::make_kernels<double>();
+  static const CtcKernels<double> table = ctc_avx2::make_kernels<double>();
   return table;
 }
 

@@ -1,7 +1,8 @@
 // CTC inner loops, compiled once per instruction set: each including translation unit defines
-// FASTRNN_CTC_ISA (a namespace name) and is compiled with that ISA's flags. Everything here lives in
-// that namespace and uses no standard-library templates, so no code compiled for a wider ISA can be
-// shared with (and leak into) the baseline build through the linker.
+// FASTRNN_CTC_ISA (a namespace of its own, ctc_<isa>, apart from the RNN kernels' namespaces) and
+// is compiled with that ISA's flags. Everything here lives in that namespace and uses no
+// standard-library templates, so no code compiled for a wider ISA can be shared with (and leak
+// into) the baseline build through the linker.
 //
 // The loops run over the extended label positions s (or the classes c) of one batch element at
 // one step; they are branch-free so that the compiler vectorizes them. exp and log are our own
