@@ -5,8 +5,8 @@ Run from the repository root:
     python bench/bench_ctc.py --quick    # 3 repeats
     python bench/bench_ctc.py --threads 1  # both implementations single-threaded
     python bench/bench_ctc.py --device cuda
-Prints a table (medians, speedup = torch / fastrnn) and writes bench/results/<device>-<date>-ctc.json
-in the format of DESIGN.md section 5. Inputs are random log-probabilities (never zeros); targets
+Prints a table (medians, speedup = torch / fastrnn) and writes
+bench/results/<device>-<date>-ctc[-quick][-t<threads>].json in the format of DESIGN.md section 5. Inputs are random log-probabilities (never zeros); targets
 are random labels of full length. Repeats are interleaved (torch, fastrnn, torch, ...) after a
 warm-up of each, so that both see the same machine state.
 """
@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     device = args.device
 
     results = []
-    header = f"{'T':>5} {'B':>3} {'C':>5} {'S':>4} {'mode':>7} {'torch ms':>10} {'fastrnn ms':>11} {'speedup':>8}"
+    header = (f"{'T':>5} {'B':>3} {'C':>5} {'S':>4} {'mode':>7} {'torch ms':>10} "
+              f"{'fastrnn ms':>11} {'speedup':>8}")
     print(f"threads={torch.get_num_threads()} device={device} dtype={args.dtype} repeats={repeats}")
     print(header)
     for T, B, C, S in SHAPES:

@@ -151,8 +151,8 @@ def test_matches_reference_including_edge_lengths(blank):
 def probs_problem(probs, labels):
     """log_probs (T, 1, C) from a table of probabilities, target (1, S)."""
     p = torch.tensor(probs, dtype=torch.float64)
-    return (p.log().unsqueeze(1), torch.tensor([labels], dtype=torch.int64), torch.tensor([p.shape[0]]),
-            torch.tensor([len(labels)]))
+    return (p.log().unsqueeze(1), torch.tensor([labels], dtype=torch.int64),
+            torch.tensor([p.shape[0]]), torch.tensor([len(labels)]))
 
 
 @pytest.mark.parametrize("probs, labels, expected", [

@@ -268,8 +268,9 @@ def _prepare(input: Tensor, targets: Tensor, input_lengths: Lengths, target_leng
                                f"but got size {targets.shape[0]}")
         offsets_h = torch.cumsum(tl_h, 0) - tl_h
         used = tg_h[:total]
-    if used.numel() > 0 and (int(used.min()) < 0 or int(used.max()) >= C or bool((used == blank).any())):
-        bad = used[(used < 0) | (used >= C) | (used == blank)][0]
+    invalid = (used < 0) | (used >= C) | (used == blank)
+    if bool(invalid.any()):
+        bad = used[invalid][0]
         raise RuntimeError(f"target label {int(bad)} is out of range [0, {C}) or equal to blank "
                            f"({blank})")
 
