@@ -23,13 +23,17 @@
 //                  written by forward (0 for rows t >= T_b), read by backward.
 //   grad_loss      [B] values: upstream gradient of each loss (before zero_infinity).
 //   grad_input     [T, B, C] values, overwritten:
-//                    grad_loss[b] * (exp(lp[t,b,c]) - sum_{s: l'_s = c} exp(a_t(s) + b_t(s) + nll_b - lp[t,b,c]))
-//                  for t < T_b, with lp the log-probabilities and a, b the forward/backward variables.
+//                    grad_loss[b] * (exp(lp[t,b,c])
+//                                    - sum_{s: l'_s = c} exp(a_t(s) + b_t(s) + nll_b - lp[t,b,c]))
+//                  for t < T_b, with lp the log-probabilities, a, b the forward/backward variables
+//                  and nll_b the loss before zero_infinity.
 //                  This is the exact gradient w.r.t. the logits when lp = log_softmax(logits); for
 //                  log-probability input it is, like torch's ctc_loss, that same expression (equal to
 //                  the gradient w.r.t. log_probs after log_softmax's backward). Rows t >= T_b are 0.
 //                  Elements with an infinite loss get a zero gradient (never NaN).
-//   workspace      ctc_cpu_workspace_bytes(...) bytes of scratch, 64-byte aligned.
+//   workspace      ctc_cpu_workspace_bytes(...) (CPU) or ctc_cuda_workspace_bytes(...) (CUDA, may be
+//                  0: then null is fine) bytes of scratch; 64-byte alignment is best, none required
+//                  beyond that of the value type.
 //
 // Results are deterministic: each batch element is computed by one thread in a fixed order, so
 // they are bitwise identical for any thread count.
