@@ -58,7 +58,8 @@ struct Scratch {
   static int64_t bytes(const CtcDesc& d) {
     const int64_t L = d.ext_len();
     return align_up((L + 4) * int64_t(sizeof(V))) * 2 + align_up(L * int64_t(sizeof(V))) * 2 +
-           align_up((L + 2) * int64_t(sizeof(V))) + align_up(L * 4) + 3 * align_up(d.max_target * 4);
+           align_up((L + 2) * int64_t(sizeof(V))) + align_up(L * 4) +
+           3 * align_up(d.max_target * 4);
   }
 
   Scratch(const CtcDesc& d, void* workspace, int64_t thread) {

@@ -1,4 +1,4 @@
-// The CTC inner loops compiled for AVX2 + FMA (this file's compile flags are set in CMakeLists.txt).
+// The CTC inner loops compiled for AVX2 + FMA (this file's flags are set in CMakeLists.txt).
 #define FASTRNN_CTC_ISA ctc_avx2
 #include "cpu/ctc_kernels.h"
 

@@ -95,8 +95,9 @@ inline V vexp(V x) {
   return x < B::exp_lo ? V(0) : (x != x ? x : y);
 }
 
-// log(x) for x = 0 or a normal number (every caller passes a sum >= 1 or 0): x = 2^e m with m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(f),
-// f = (m-1)/(m+1), by its odd series. log(0) = -inf, NaN propagates.
+// log(x) for x = 0 or a normal number (every caller passes a sum >= 1, or 0): x = 2^e m with
+// m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(f), f = (m-1)/(m+1), by its odd series.
+// log(0) = -inf, NaN propagates.
 template <class V>
 inline V vlog(V x) {
   using B = Bits<V>;
@@ -109,7 +110,8 @@ inline V vlog(V x) {
   m = big ? m * V(0.5) : m;
   e = big ? e + 1 : e;
   // e - bias as a floating value, without an integer conversion: via the rounding constant.
-  const V ev = bit_cast<V>(static_cast<I>(e - B::bias + bit_cast<I>(B::round_magic))) - B::round_magic;
+  const V ev =
+      bit_cast<V>(static_cast<I>(e - B::bias + bit_cast<I>(B::round_magic))) - B::round_magic;
   const V f = (m - V(1)) / (m + V(1));
   const V z = f * f;
   constexpr int terms = sizeof(V) == 4 ? 5 : 12;

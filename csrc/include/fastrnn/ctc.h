@@ -1,7 +1,8 @@
 // fastrnn native core: CTC loss (connectionist temporal classification), loss and gradient.
 //
 // Shape legend for CTC: T input steps (rows of the input), B batch, C classes (blank included),
-// S maximal target length, L = 2*S + 1 the extended label sequence (blank, l1, blank, ..., lS, blank).
+// S maximal target length, L = 2*S + 1 the length of the extended label sequence
+// (blank, l1, blank, ..., lS, blank).
 // Element b uses T_b = input_lengths[b] <= T steps and S_b = target_lengths[b] <= S labels, so
 // L_b = 2*S_b + 1 positions of the extended sequence.
 //
@@ -14,11 +15,11 @@
 //   target_offsets, input_lengths, target_lengths: int64 [B]; 0 <= T_b <= T, 0 <= S_b <= S.
 //   loss           [B] values: -log p(target_b | input_b), +inf when no alignment exists
 //                  (T_b < S_b + number of adjacent repeats), or 0 there when zero_infinity.
-//   log_alpha      [B, T, L] values, written by forward, read by backward: the forward variables
-//                  in log space, each including the emission at its own step. Entries that lie on no
-//                  complete path, rows t >= T_b and columns s >= L_b are -inf (every entry is written).
-//                  May be null in forward when no backward follows: the loss alone needs no [B, T, L]
-//                  memory (the loss is bitwise the same either way).
+//   log_alpha      [B, T, L] values, written by forward, read by backward: the forward
+//                  variables in log space, each including the emission at its own step. Entries
+//                  on no complete path, rows t >= T_b and columns s >= L_b are -inf (every entry
+//                  is written). May be null in forward when no backward follows: the loss alone
+//                  needs no [B, T, L] memory (the loss is bitwise the same either way).
 //   row_lse        [T, B] values (from_logits only, else null): logsumexp over C of each input row,
 //                  written by forward (0 for rows t >= T_b), read by backward.
 //   grad_loss      [B] values: upstream gradient of each loss (before zero_infinity).
@@ -27,13 +28,14 @@
 //                                    - sum_{s: l'_s = c} exp(a_t(s) + b_t(s) + nll_b - lp[t,b,c]))
 //                  for t < T_b, with lp the log-probabilities, a, b the forward/backward variables
 //                  and nll_b the loss before zero_infinity.
-//                  This is the exact gradient w.r.t. the logits when lp = log_softmax(logits); for
-//                  log-probability input it is, like torch's ctc_loss, that same expression (equal to
-//                  the gradient w.r.t. log_probs after log_softmax's backward). Rows t >= T_b are 0.
+//                  This is the exact gradient w.r.t. the logits when lp = log_softmax(logits);
+//                  for log-probability input it is, like torch's ctc_loss, that same expression
+//                  (equal to the gradient w.r.t. log_probs after log_softmax's backward).
+//                  Rows t >= T_b are 0.
 //                  Elements with an infinite loss get a zero gradient (never NaN).
-//   workspace      ctc_cpu_workspace_bytes(...) (CPU) or ctc_cuda_workspace_bytes(...) (CUDA, may be
-//                  0: then null is fine) bytes of scratch; 64-byte alignment is best, none required
-//                  beyond that of the value type.
+//   workspace      ctc_cpu_workspace_bytes(...) (CPU) or ctc_cuda_workspace_bytes(...) (CUDA;
+//                  may be 0, then null is fine) bytes of scratch; 64-byte alignment is best,
+//                  none is required beyond that of the value type.
 //
 // Results are deterministic: each batch element is computed by one thread in a fixed order, so
 // they are bitwise identical for any thread count.
@@ -57,7 +59,8 @@ struct CtcDesc {
   // Throws std::invalid_argument on an inconsistent descriptor (inline: the CUDA module shares it).
   void validate() const {
     FASTRNN_CHECK(max_time >= 0 && batch >= 0 && max_target >= 0, "ctc: negative size");
-    FASTRNN_CHECK(num_classes >= 1 && num_classes <= INT32_MAX, "ctc: num_classes must be in [1, 2^31)");
+    FASTRNN_CHECK(num_classes >= 1 && num_classes <= INT32_MAX,
+                  "ctc: num_classes must be in [1, 2^31)");
     FASTRNN_CHECK(blank >= 0 && blank < num_classes, "ctc: blank must be in [0, num_classes)");
     FASTRNN_CHECK(targets_size >= 0, "ctc: negative targets_size");
   }
