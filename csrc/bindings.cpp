@@ -13,6 +13,8 @@
 namespace py = pybind11;
 using namespace fastrnn;
 
+void bind_ctc(pybind11::module_& m);
+
 namespace {
 
 const void* cptr(std::uintptr_t address) { return reinterpret_cast<const void*>(address); }
@@ -49,6 +51,7 @@ PYBIND11_MODULE(_C, m) {
       .value("LSTM", CellKind::Lstm)
       .value("GRU", CellKind::Gru);
   py::enum_<DType>(m, "DType").value("float32", DType::Float32).value("float64", DType::Float64);
+  bind_ctc(m);
 
   py::class_<RnnDesc>(m, "RnnDesc")
       .def(py::init([](CellKind cell, int64_t num_layers, int64_t num_directions,

@@ -6,6 +6,8 @@
 
 namespace py = pybind11;
 
+void bind_ctc_cuda(pybind11::module_& m);
+
 namespace {
 
 // Number of visible devices; 0 (not an error) when there is no driver or no device.
@@ -32,4 +34,5 @@ PYBIND11_MODULE(_cuda, m) {
   m.doc() = "fastrnn CUDA kernels";
   m.def("device_count", &device_count, "Visible CUDA devices (0 without driver or device)");
   m.def("runtime_version", &runtime_version, "CUDA runtime version the module was built with");
+  bind_ctc_cuda(m);
 }

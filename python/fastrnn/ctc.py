@@ -1,0 +1,340 @@
+"""CTC loss: drop-ins for ``torch.nn.functional.ctc_loss`` and ``torch.nn.CTCLoss``.
+
+``ctc_loss`` takes log-probabilities exactly like ``F.ctc_loss``. ``ctc_loss_from_logits`` takes raw
+logits and applies ``log_softmax`` over classes inside the kernel: no (T, B, C) log-probability
+tensor is stored for backward, and the gradient it returns is the gradient w.r.t. the logits.
+
+Both are ``torch.library`` custom ops (``fastrnn::ctc_loss``, ``fastrnn::ctc_loss_backward``) with
+fake kernels and registered autograd. CPU tensors run the native core (``fastrnn._C``), CUDA tensors
+the CUDA module (``fastrnn._cuda``, imported on first use).
+
+Differences from torch, all stricter or safer:
+- a batch element whose target cannot be aligned (loss = inf) gets a zero gradient also without
+  ``zero_infinity`` (torch returns NaN there);
+- target labels outside [0, C) or equal to blank raise RuntimeError (torch reads out of bounds or
+  silently computes a meaningless value), and targets must have an integer dtype.
+Like torch, the gradient w.r.t. ``log_probs`` is ``exp(log_probs) - occupancy``: the gradient w.r.t.
+the logits when ``log_probs = log_softmax(logits)``, which ``log_softmax``'s backward passes through
+unchanged. It is therefore only meaningful for normalized log-probabilities, as torch's is.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from . import _C
+from ._backend import cuda_module
+
+__all__ = ["CTCLoss", "ctc_loss", "ctc_loss_from_logits"]
+
+Lengths = Union[Tensor, Sequence[int], int]
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+def _dtype_code(dtype: torch.dtype) -> int:
+    return 0 if dtype == torch.float32 else 1
+
+
+def _addr(t: Optional[Tensor]) -> int:
+    return 0 if t is None or t.numel() == 0 else t.data_ptr()
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom ops. Inputs are already validated and normalized by _prepare:
+#   input [T, B, C] contiguous float32/float64; targets int64 1-D; target_offsets, input_lengths,
+#   target_lengths int64 [B]; all on the input's device.
+# Outputs: loss [B], log_alpha [B, T, 2*max_target+1] (need_alpha: what backward reads) or [0],
+#   row_lse [T, B] (from_logits) or [0].
+
+
+@torch.library.custom_op("fastrnn::ctc_loss", mutates_args=())
+def _ctc_loss_op(
+    input: Tensor,
+    targets: Tensor,
+    target_offsets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    max_target: int,
+    blank: int,
+    zero_infinity: bool,
+    from_logits: bool,
+    need_alpha: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    T, B, C = input.shape
+    loss = input.new_empty(B)
+    log_alpha = input.new_empty(B, T, 2 * max_target + 1) if need_alpha else input.new_empty(0)
+    row_lse = input.new_empty(T, B) if from_logits else input.new_empty(0)
+    ptrs = dict(
+        input=_addr(input),
+        targets=_addr(targets),
+        target_offsets=_addr(target_offsets),
+        input_lengths=_addr(input_lengths),
+        target_lengths=_addr(target_lengths),
+        zero_infinity=zero_infinity,
+        loss=_addr(loss),
+        log_alpha=_addr(log_alpha),
+        row_lse=_addr(row_lse),
+    )
+    sizes = (T, B, C, max_target, blank, targets.numel(), from_logits)
+    if input.is_cuda:
+        mod = cuda_module()
+        with torch.cuda.device(input.device):
+            ws = torch.empty(mod.ctc_cuda_workspace_bytes(*sizes, _dtype_code(input.dtype)),
+                             dtype=torch.uint8, device=input.device)
+            mod.ctc_forward(*sizes, _dtype_code(input.dtype), workspace=_addr(ws),
+                            stream=torch.cuda.current_stream().cuda_stream, **ptrs)
+    else:
+        desc = _C.CtcDesc(*sizes)
+        threads = torch.get_num_threads()
+        dtype = _C.DType.float32 if input.dtype == torch.float32 else _C.DType.float64
+        ws = torch.empty(_C.ctc_cpu_workspace_bytes(desc, dtype, threads), dtype=torch.uint8)
+        _C.ctc_forward(desc, dtype, workspace=_addr(ws), num_threads=threads, **ptrs)
+    return loss, log_alpha, row_lse
+
+
+@_ctc_loss_op.register_fake
+def _(input, targets, target_offsets, input_lengths, target_lengths, max_target, blank,
+      zero_infinity, from_logits, need_alpha):
+    T, B, _ = input.shape
+    return (
+        input.new_empty(B),
+        input.new_empty(B, T, 2 * max_target + 1) if need_alpha else input.new_empty(0),
+        input.new_empty(T, B) if from_logits else input.new_empty(0),
+    )
+
+
+@torch.library.custom_op("fastrnn::ctc_loss_backward", mutates_args=())
+def _ctc_loss_backward_op(
+    grad_loss: Tensor,
+    input: Tensor,
+    targets: Tensor,
+    target_offsets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    log_alpha: Tensor,
+    row_lse: Tensor,
+    blank: int,
+    from_logits: bool,
+) -> Tensor:
+    T, B, C = input.shape
+    max_target = (log_alpha.shape[2] - 1) // 2
+    grad_loss = grad_loss.contiguous()
+    grad_input = torch.empty_like(input)
+    ptrs = dict(
+        input=_addr(input),
+        targets=_addr(targets),
+        target_offsets=_addr(target_offsets),
+        input_lengths=_addr(input_lengths),
+        target_lengths=_addr(target_lengths),
+        log_alpha=_addr(log_alpha),
+        row_lse=_addr(row_lse),
+        grad_loss=_addr(grad_loss),
+        grad_input=_addr(grad_input),
+    )
+    sizes = (T, B, C, max_target, blank, targets.numel(), from_logits)
+    if input.is_cuda:
+        mod = cuda_module()
+        with torch.cuda.device(input.device):
+            ws = torch.empty(mod.ctc_cuda_workspace_bytes(*sizes, _dtype_code(input.dtype)),
+                             dtype=torch.uint8, device=input.device)
+            mod.ctc_backward(*sizes, _dtype_code(input.dtype), workspace=_addr(ws),
+                             stream=torch.cuda.current_stream().cuda_stream, **ptrs)
+    else:
+        desc = _C.CtcDesc(*sizes)
+        threads = torch.get_num_threads()
+        dtype = _C.DType.float32 if input.dtype == torch.float32 else _C.DType.float64
+        ws = torch.empty(_C.ctc_cpu_workspace_bytes(desc, dtype, threads), dtype=torch.uint8)
+        _C.ctc_backward(desc, dtype, workspace=_addr(ws), num_threads=threads, **ptrs)
+    return grad_input
+
+
+@_ctc_loss_backward_op.register_fake
+def _(grad_loss, input, targets, target_offsets, input_lengths, target_lengths, log_alpha,
+      row_lse, blank, from_logits):
+    return torch.empty_like(input)
+
+
+def _setup_context(ctx, inputs, output):
+    (input, targets, target_offsets, input_lengths, target_lengths, _, blank, _, from_logits,
+     need_alpha) = inputs
+    if not need_alpha:
+        raise RuntimeError("fastrnn::ctc_loss was called with need_alpha=False on an input that "
+                           "requires grad; call it through fastrnn.ctc.ctc_loss")
+    _, log_alpha, row_lse = output
+    ctx.save_for_backward(input, targets, target_offsets, input_lengths, target_lengths,
+                          log_alpha, row_lse)
+    ctx.blank = blank
+    ctx.from_logits = from_logits
+
+
+def _backward(ctx, grad_loss, grad_log_alpha, grad_row_lse):
+    input, targets, target_offsets, input_lengths, target_lengths, log_alpha, row_lse = (
+        ctx.saved_tensors)
+    grad_input = _ctc_loss_backward_op(grad_loss, input, targets, target_offsets, input_lengths,
+                                       target_lengths, log_alpha, row_lse, ctx.blank,
+                                       ctx.from_logits)
+    return grad_input, None, None, None, None, None, None, None, None, None
+
+
+_ctc_loss_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _no_double_backward_setup(ctx, inputs, output):
+    pass
+
+
+def _no_double_backward(ctx, grad):
+    raise RuntimeError(
+        "fastrnn ctc_loss does not support double backward (the gradient of its gradient)")
+
+
+_ctc_loss_backward_op.register_autograd(_no_double_backward,
+                                        setup_context=_no_double_backward_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checking and normalization (torch's error types; messages name the argument).
+
+
+def _as_lengths(x: Lengths, name: str, batch: int) -> Tensor:
+    t = x if isinstance(x, Tensor) else torch.as_tensor(x)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise RuntimeError(f"{name} must be integral")
+    if t.dim() > 1 or t.numel() != batch:
+        raise RuntimeError(f"{name} must be of size batch_size")
+    return t.reshape(batch).to(torch.int64)
+
+
+def _prepare(input: Tensor, targets: Tensor, input_lengths: Lengths, target_lengths: Lengths,
+             blank: int, reduction: str, what: str):
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if not isinstance(input, Tensor) or not isinstance(targets, Tensor):
+        raise TypeError(f"{what} and targets must be tensors")
+    if input.dtype not in _DTYPES:
+        raise NotImplementedError(
+            f"fastrnn ctc_loss: not implemented for {input.dtype} {what} "
+            "(float32 and float64 are supported)")
+    unbatched = input.dim() == 2
+    if input.dim() not in (2, 3):
+        raise RuntimeError(f"Expected 3-dimensional (or unbatched 2-dimensional) {what}, "
+                           f"but got {input.dim()}-dimensional tensor")
+    if unbatched:
+        if targets.dim() != 1:
+            raise RuntimeError(f"unbatched {what} needs 1-dimensional targets, "
+                               f"but got {targets.dim()}-dimensional tensor")
+        input, targets = input.unsqueeze(1), targets.unsqueeze(0)
+    T, B, C = input.shape
+    if targets.dim() not in (1, 2):
+        raise RuntimeError(
+            f"Expected 1 to 2 dimensions, but got {targets.dim()}-dimensional tensor for targets")
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise RuntimeError(f"targets must be integral, but got {targets.dtype}")
+    if not isinstance(blank, int) or not 0 <= blank < C:
+        raise RuntimeError("blank must be in label range")
+    il = _as_lengths(input_lengths, "input_lengths", B)
+    tl = _as_lengths(target_lengths, "target_lengths", B)
+
+    # The checks need the values on the host (as torch's do).
+    il_h, tl_h, tg_h = il.cpu(), tl.cpu(), targets.detach().to("cpu", torch.int64)
+    if B > 0:
+        if int(il_h.min()) < 0:
+            raise RuntimeError(f"Expected input_lengths to have value at least 0, "
+                               f"but got value {int(il_h.min())}")
+        if int(il_h.max()) > T:
+            raise RuntimeError(f"Expected input_lengths to have value at most {T}, "
+                               f"but got value {int(il_h.max())}")
+        if int(tl_h.min()) < 0:
+            raise RuntimeError(f"Expected target_lengths to have value at least 0, "
+                               f"but got value {int(tl_h.min())}")
+    if targets.dim() == 2:
+        if targets.shape[0] != B:
+            raise RuntimeError(f"Expected targets to have size {B} at dimension 0, "
+                               f"but got size {targets.shape[0]}")
+        width = targets.shape[1]
+        if B > 0 and int(tl_h.max()) > width:
+            raise RuntimeError(f"Expected targets to have size at least {int(tl_h.max())} at "
+                               f"dimension 1, but got size {width}")
+        offsets_h = torch.arange(B, dtype=torch.int64) * width
+        used = tg_h[torch.arange(width) < tl_h.unsqueeze(1)]
+    else:
+        total = int(tl_h.sum())
+        if targets.shape[0] < total:
+            raise RuntimeError(f"Expected targets to have size {total} at dimension 0, "
+                               f"but got size {targets.shape[0]}")
+        offsets_h = torch.cumsum(tl_h, 0) - tl_h
+        used = tg_h[:total]
+    invalid = (used < 0) | (used >= C) | (used == blank)
+    if bool(invalid.any()):
+        bad = used[invalid][0]
+        raise RuntimeError(f"target label {int(bad)} is out of range [0, {C}) or equal to blank "
+                           f"({blank})")
+
+    device = input.device
+    max_target = int(tl_h.max()) if B > 0 else 0
+    return dict(
+        input=input.contiguous(),
+        targets=targets.detach().to(device, torch.int64).contiguous().reshape(-1),
+        target_offsets=offsets_h.to(device),
+        input_lengths=il.to(device),
+        target_lengths=tl.to(device),
+        max_target=max_target,
+        unbatched=unbatched,
+    )
+
+
+def _ctc(input, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
+         from_logits):
+    p = _prepare(input, targets, input_lengths, target_lengths, blank, reduction,
+                 "logits" if from_logits else "log_probs")
+    # Without a backward to come, the (B, T, 2S+1) forward variables are not stored at all.
+    need_alpha = torch.is_grad_enabled() and p["input"].requires_grad
+    loss, _, _ = _ctc_loss_op(p["input"], p["targets"], p["target_offsets"], p["input_lengths"],
+                              p["target_lengths"], p["max_target"], blank, bool(zero_infinity),
+                              from_logits, need_alpha)
+    target_lengths = p["target_lengths"]
+    if p["unbatched"]:
+        loss, target_lengths = loss.squeeze(0), target_lengths.squeeze(0)
+    if reduction == "mean":
+        return (loss / target_lengths.clamp_min(1).to(loss.dtype)).mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths: Lengths, target_lengths: Lengths,
+             blank: int = 0, reduction: str = "mean", zero_infinity: bool = False) -> Tensor:
+    """Connectionist temporal classification loss, with exactly ``F.ctc_loss``'s semantics.
+
+    log_probs: (T, B, C) or unbatched (T, C) log-probabilities (float32 or float64).
+    targets: padded (B, S) or concatenated 1-D labels (unbatched: 1-D), integer dtype.
+    input_lengths, target_lengths: (B,) tensors, or sequences of ints.
+    reduction: 'none' (loss per element), 'sum', or 'mean' (each loss divided by its target
+    length clamped to at least 1, then averaged over the batch).
+    zero_infinity: report 0 instead of inf for elements whose target cannot be aligned.
+    """
+    return _ctc(log_probs, targets, input_lengths, target_lengths, blank, reduction,
+                zero_infinity, False)
+
+
+def ctc_loss_from_logits(logits: Tensor, targets: Tensor, input_lengths: Lengths,
+                         target_lengths: Lengths, blank: int = 0, reduction: str = "mean",
+                         zero_infinity: bool = False) -> Tensor:
+    """``ctc_loss(logits.log_softmax(-1), ...)`` fused: log_softmax is applied inside the kernel,
+    no log-probability tensor is stored, and the gradient is w.r.t. ``logits``. Same arguments
+    and semantics as :func:`ctc_loss`, with logits (T, B, C) or (T, C) in place of log_probs."""
+    return _ctc(logits, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
+                True)
+
+
+class CTCLoss(torch.nn.CTCLoss):
+    """``torch.nn.CTCLoss`` computed by fastrnn; constructor, attributes and state are torch's."""
+
+    def forward(self, log_probs: Tensor, targets: Tensor, input_lengths: Lengths,
+                target_lengths: Lengths) -> Tensor:
+        return ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank,
+                        self.reduction, self.zero_infinity)
