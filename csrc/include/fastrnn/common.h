@@ -21,6 +21,9 @@
 
 namespace fastrnn {
 
+// Value type of a problem's tensors.
+enum class DType : int { Float32 = 0, Float64 = 1 };
+
 // Precondition check for the native core: the torch layer validates user input first; these
 // catch a bad call before it can read or write out of bounds.
 #define FASTRNN_CHECK(cond, msg)                                                        \

@@ -42,7 +42,6 @@
 #pragma once
 
 #include "fastrnn/common.h"
-#include "fastrnn/rnn.h"  // DType (belongs in common.h; kept where the RNN API defines it)
 
 namespace fastrnn {
 

@@ -58,7 +58,6 @@ struct RnnDesc {
 };
 
 enum class Pass { Forward, Backward };
-enum class DType : int { Float32 = 0, Float64 = 1 };
 
 // Number of values (of the problem's dtype) of reserve and workspace. The reserve is linear in
 // N: reserve_elems_per_row * N, so that shape-only (fake) implementations can size it.
