@@ -63,12 +63,14 @@ inline void store_n(VecOf<T> v, T* p, int n) {
 // that a one-row step (batch 1) does one row's work.
 template <int G, int R, class T>
 inline void accumulate_rows(int rows, int64_t K, MatA<T> a, const T* panel,
-                            VecOf<T> (&acc)[tile_rows<G>()][G]) {
+                            VecOf<T> (&out)[tile_rows<G>()][G]) {
   if constexpr (R > 1) {
-    if (rows < R) return accumulate_rows<G, R - 1>(rows, K, a, panel, acc);
+    if (rows < R) return accumulate_rows<G, R - 1>(rows, K, a, panel, out);
   }
   using V = VecOf<T>;
   constexpr int W = V::kWidth;
+  // Local accumulators (copied out once at the end) so that they live in registers.
+  V acc[R][G];
   const T* arow[R];
   for (int r = 0; r < R; ++r) {
     for (int g = 0; g < G; ++g) acc[r][g] = V(T(0));
@@ -82,6 +84,9 @@ inline void accumulate_rows(int rows, int64_t K, MatA<T> a, const T* panel,
       const V av(arow[r][ak]);
       for (int g = 0; g < G; ++g) acc[r][g] += av * b[g];
     }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int g = 0; g < G; ++g) out[r][g] = acc[r][g];
   }
 }
 

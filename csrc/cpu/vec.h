@@ -27,7 +27,9 @@ struct Vec {
   Native v;
 
   Vec() = default;
-  Vec(T x) : v(Native{} + x) {}  // broadcast, so that cell math can write V(1)
+  // Broadcast, so that cell math can write V(1). x - 0 is x exactly (x + 0 is not, for -0),
+  // which lets the compiler emit a plain broadcast.
+  Vec(T x) : v(x - Native{}) {}
   static Vec from(Native n) {
     Vec r;
     r.v = n;
