@@ -69,24 +69,38 @@ inline void accumulate_rows(int rows, int64_t K, MatA<T> a, const T* panel,
   }
   using V = VecOf<T>;
   constexpr int W = V::kWidth;
-  // Local accumulators (copied out once at the end) so that they live in registers.
-  V acc[R][G];
+  // Local accumulators (copied out once at the end) so that they live in registers. A tile of
+  // fewer than 8 chains (a batch-1 step) would wait on FMA latency, so it keeps kSets
+  // accumulator sets over interleaved k and adds them up at the end, in a fixed order.
+  constexpr int kChains = R * G;
+  constexpr int kSets = kChains >= 8 ? 1 : (8 + kChains - 1) / kChains;
+  V acc[kSets][R][G];
   const T* arow[R];
   for (int r = 0; r < R; ++r) {
-    for (int g = 0; g < G; ++g) acc[r][g] = V(T(0));
+    for (int set = 0; set < kSets; ++set)
+      for (int g = 0; g < G; ++g) acc[set][r][g] = V(T(0));
     arow[r] = a.base + r * a.row_stride;
   }
-  for (int64_t k = 0; k < K; ++k) {
+  auto step = [&](int set, int64_t k) {
     V b[G];
     for (int g = 0; g < G; ++g) b[g] = V::load(panel + (k * G + g) * W);
     const int64_t ak = k * a.k_stride;
     for (int r = 0; r < R; ++r) {
       const V av(arow[r][ak]);
-      for (int g = 0; g < G; ++g) acc[r][g] += av * b[g];
+      for (int g = 0; g < G; ++g) acc[set][r][g] += av * b[g];
     }
+  };
+  int64_t k = 0;
+  for (; k + kSets <= K; k += kSets) {
+    for (int set = 0; set < kSets; ++set) step(set, k + set);
   }
+  for (int set = 0; k < K; ++k, ++set) step(set, k);
   for (int r = 0; r < R; ++r) {
-    for (int g = 0; g < G; ++g) out[r][g] = acc[r][g];
+    for (int g = 0; g < G; ++g) {
+      V sum = acc[0][r][g];
+      for (int set = 1; set < kSets; ++set) sum += acc[set][r][g];
+      out[r][g] = sum;
+    }
   }
 }
 
