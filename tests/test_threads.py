@@ -1,0 +1,78 @@
+"""The CPU thread pool under concurrent callers: several Python threads running forward and
+backward at once (the GIL is released during native work) get the same bits as one at a time."""
+
+import threading
+import warnings
+
+import torch
+
+import fastrnn
+
+
+def _run(module, x):
+    out, (h, c) = module(x)
+    grads = torch.autograd.grad(out.sum() + h.sum() + c.sum(), [x, *module.parameters()])
+    return (out, h, c) + grads
+
+
+def test_concurrent_callers_get_serial_results():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        # Big enough that the recurrence and the GEMMs use the thread pool.
+        modules = [fastrnn.LSTM(16, 72, bidirectional=True) for _ in range(4)]
+        inputs = [torch.randn(6, 20, 16, requires_grad=True) for _ in modules]
+        expected = [_run(m, x) for m, x in zip(modules, inputs)]
+        results = [None] * len(modules)
+        errors = []
+
+        def worker(i):
+            try:
+                for _ in range(3):
+                    results[i] = _run(modules[i], inputs[i])
+            except Exception as exc:  # surfaced below, never swallowed
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(modules))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "a worker hung"
+        assert not errors, errors
+        for got, want in zip(results, expected):
+            for a, b in zip(got, want):
+                assert torch.equal(a, b)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _child_forward(queue):
+    torch.set_num_threads(2)
+    module = fastrnn.LSTM(16, 72)
+    with torch.no_grad():
+        queue.put(float(module(torch.randn(6, 20, 16))[0].abs().sum()))
+
+
+def test_pool_works_in_a_forked_child():
+    import multiprocessing
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():  # start the parent's workers before forking
+            fastrnn.LSTM(16, 72)(torch.randn(6, 20, 16))
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_child_forward, args=(queue,))
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns about forking a multi-threaded process: that is the point here.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child.start()
+        child.join(timeout=120)
+        if child.is_alive():
+            child.kill()
+        assert child.exitcode == 0, "the forked child failed or hung"
+        assert queue.get(timeout=5) > 0
+    finally:
+        torch.set_num_threads(previous)
