@@ -79,13 +79,15 @@ struct LayerWeights {
   const T* w_hr = nullptr;
 };
 
-// Bump allocator over a caller-provided workspace.
+// Bump allocator over a caller-provided workspace. With a null base it only counts, so the
+// size query and the carving are the same code and cannot drift apart.
 template <class T>
 struct Carve {
-  T* p;
+  T* base;
+  int64_t used = 0;
   T* take(int64_t n) {
-    T* out = p;
-    p += n;
+    T* out = base ? base + used : nullptr;
+    used += n;
     return out;
   }
 };
@@ -117,31 +119,21 @@ class Driver {
 
   static int64_t workspace_elems(const RnnDesc& desc, Pass pass) {
     const Driver d(desc, 1);
-    const int64_t in_max = d.max_layer_input();
-    const int64_t masked = d.L_ > 1 ? d.N_ * d.D_ * d.O_ : 0;
-    const int64_t states = 2 * d.B_ * d.O_;
+    Carve<T> count{nullptr};
     if (pass == Pass::Forward) {
-      return masked + gemm_pack_elems<T>(in_max, d.GH_) + d.unit_blocks_ * d.O_ * G * W +
-             d.out_blocks_ * d.H_ * W * (d.P_ > 0) + states;
+      d.carve_forward(count);
+    } else {
+      d.carve_backward(count);
     }
-    const int64_t widest = d.widest_gradient();
-    return d.N_ * d.O_ + (Cell::kHasCell ? d.N_ * d.H_ : 0) + d.N_ * d.GH_ +
-           (Cell::kDirectHPath ? d.N_ * d.GH_ : 0) + d.N_ * d.P_ + 3 * masked +
-           gemm_pack_elems<T>(d.N_ > d.GH_ ? d.N_ : d.GH_, widest) + d.out_blocks_ * d.GH_ * W +
-           (d.P_ > 0 ? d.unit_blocks_ * d.P_ * W : 0) + states;
+    return count.used;
   }
 
   void forward(const RnnForwardArgs& a) {
     T* reserve = static_cast<T*>(a.reserve);
     Carve<T> ws{static_cast<T*>(a.workspace)};
-    T* masked = ws.take(L_ > 1 ? N_ * D_ * O_ : 0);
-    Buffers buf;
-    buf.pack = ws.take(gemm_pack_elems<T>(max_layer_input(), GH_));
-    buf.w_rec = ws.take(unit_blocks_ * O_ * G * W);
-    buf.w_proj = ws.take(P_ > 0 ? out_blocks_ * H_ * W : 0);
-    buf.states = ws.take(2 * B_ * O_);
+    const ForwardBuffers buf = carve_forward(ws);
     for (int64_t l = 0; l < L_; ++l) {
-      const T* x_l = layer_input(a, reserve, masked, l);
+      const T* x_l = layer_input(a, reserve, buf.masked, l);
       T* y_l = reserve + layout_.layer_out(N_, l);
       for (int64_t d = 0; d < D_; ++d) forward_layer_direction(a, l, d, x_l, y_l, reserve, buf);
     }
@@ -152,20 +144,7 @@ class Driver {
     const RnnForwardArgs& f = a.fwd;
     const T* reserve = static_cast<const T*>(f.reserve);
     Carve<T> ws{static_cast<T*>(a.workspace)};
-    BackwardBuffers buf;
-    buf.h_prev = ws.take(N_ * O_);
-    buf.c_prev = ws.take(Cell::kHasCell ? N_ * H_ : 0);
-    buf.dgi = ws.take(N_ * GH_);
-    buf.dgh = Cell::kDirectHPath ? ws.take(N_ * GH_) : buf.dgi;
-    buf.dr = ws.take(N_ * P_);
-    const int64_t masked = L_ > 1 ? N_ * D_ * O_ : 0;
-    buf.masked = ws.take(masked);
-    buf.dy_next[0] = ws.take(masked);
-    buf.dy_next[1] = ws.take(masked);
-    buf.pack = ws.take(gemm_pack_elems<T>(N_ > GH_ ? N_ : GH_, widest_gradient()));
-    buf.w_rec = ws.take(out_blocks_ * GH_ * W);
-    buf.w_proj = ws.take(P_ > 0 ? unit_blocks_ * P_ * W : 0);
-    buf.states = ws.take(2 * B_ * O_);
+    const BackwardBuffers buf = carve_backward(ws);
 
     const T* dy_l = static_cast<const T*>(a.dy);
     for (int64_t l = L_ - 1; l >= 0; --l) {
@@ -200,20 +179,51 @@ class Driver {
   }
 
   struct Buffers {
+    T* masked;  // [N, D*O] the previous layer's output times its dropout mask (L > 1)
     T* pack;    // GEMM packing scratch
     T* w_rec;   // packed recurrent weights
     T* w_proj;  // packed projection weights
     T* states;  // [2][B][O] double-buffered h (forward) or dh (backward)
   };
+  using ForwardBuffers = Buffers;
   struct BackwardBuffers : Buffers {
     T* h_prev;      // [N, O] the h each row's step started from
     T* c_prev;      // [N, H] (LSTM)
     T* dgi;         // [N, G*H] gradient of the input-side pre-activations
     T* dgh;         // [N, G*H] recurrent side; aliases dgi unless the cell has a direct h path
     T* dr;          // [N, P] gradient of the projected output (P > 0)
-    T* masked;      // [N, D*O] (L > 1)
     T* dy_next[2];  // [N, D*O] each (L > 1)
   };
+
+  // The workspace of each pass, carved in one place (also used, with a null base, to size it).
+  ForwardBuffers carve_forward(Carve<T>& ws) const {
+    ForwardBuffers buf;
+    buf.masked = ws.take(L_ > 1 ? N_ * D_ * O_ : 0);
+    buf.pack = ws.take(gemm_pack_elems<T>(max_layer_input(), GH_));
+    buf.w_rec = ws.take(unit_blocks_ * O_ * G * W);
+    buf.w_proj = ws.take(P_ > 0 ? out_blocks_ * H_ * W : 0);
+    buf.states = ws.take(2 * B_ * O_);
+    return buf;
+  }
+
+  BackwardBuffers carve_backward(Carve<T>& ws) const {
+    BackwardBuffers buf;
+    const int64_t masked = L_ > 1 ? N_ * D_ * O_ : 0;
+    buf.masked = ws.take(masked);
+    buf.dy_next[0] = ws.take(masked);
+    buf.dy_next[1] = ws.take(masked);
+    buf.h_prev = ws.take(N_ * O_);
+    buf.c_prev = ws.take(Cell::kHasCell ? N_ * H_ : 0);
+    buf.dgi = ws.take(N_ * GH_);
+    buf.dgh = Cell::kDirectHPath ? ws.take(N_ * GH_) : buf.dgi;
+    buf.dr = ws.take(N_ * P_);
+    // GEMMs of the backward: dW_ih, dW_hh, dW_hr (K = N rows) and dX (K = G*H).
+    buf.pack = ws.take(gemm_pack_elems<T>(N_ > GH_ ? N_ : GH_, widest_gradient()));
+    buf.w_rec = ws.take(out_blocks_ * GH_ * W);
+    buf.w_proj = ws.take(P_ > 0 ? unit_blocks_ * P_ * W : 0);
+    buf.states = ws.take(2 * B_ * O_);
+    return buf;
+  }
 
   LayerWeights<T> layer_weights(const std::vector<const void*>& flat, int64_t l, int64_t d) const {
     const int64_t per = desc_.weights_per_layer_direction();
