@@ -201,3 +201,10 @@ def test_missing_cuda_module_gives_clear_runtime_error(monkeypatch):
     assert not fastrnn.cuda_build_available()
     with pytest.raises(RuntimeError, match="built without CUDA support"):
         fastrnn._backend.cuda_module()
+
+
+def test_meta_tensors_give_shapes_without_running_kernels():
+    module = fastrnn.LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2, device="meta")
+    out, (h, c) = module(torch.empty(7, 4, 3, device="meta"))
+    assert out.shape == (7, 4, 4) and out.device.type == "meta"
+    assert h.shape == (4, 4, 2) and c.shape == (4, 4, 5)

@@ -185,9 +185,10 @@ inline void dots(const T* a, const T* b, int64_t ldb, int64_t K, T* out) {
   for (int i = 0; i < R; ++i) out[i] = lane_sum(acc[i]);
 }
 
-// out[j] = dot(a, b[j]) for j < n rows of b, four rows at a time.
-template <class T>
-inline void dot_rows(const T* a, const T* b, int64_t ldb, int64_t K, int64_t n, T* out) {
+// out[j] = dot(a, b[j]) for j < n rows of b (n <= kOut), four rows at a time.
+template <int64_t kOut, class T>
+inline void dot_rows(const T* a, const T* b, int64_t ldb, int64_t K, int64_t n, T (&out)[kOut]) {
+  n = imin(n, kOut);
   int64_t j = 0;
   for (; j + 4 <= n; j += 4) dots<4>(a, b + j * ldb, ldb, K, out + j);
   for (; j < n; ++j) dots<1>(a, b + j * ldb, ldb, K, out + j);

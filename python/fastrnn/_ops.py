@@ -93,12 +93,15 @@ def _require_cpu(input: Tensor) -> None:
         raise NotImplementedError(
             "fastrnn: the CUDA RNN kernels are not implemented yet in this version; "
             "run the module on CPU tensors")
+    if input.device.type != "cpu":
+        raise RuntimeError(f"fastrnn runs on CPU (and, with its CUDA module, CUDA) tensors; got "
+                           f"a tensor on {input.device}")
 
 
 def _rnn_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
-        batch_sizes: Optional[Tensor], dropout_masks: List[Tensor], cell: str, num_layers: int,
-        bidirectional: bool, proj_size: int, has_bias: bool
-        ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+              batch_sizes: Optional[Tensor], dropout_masks: List[Tensor], cell: str,
+              num_layers: int, bidirectional: bool, proj_size: int,
+              has_bias: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Forward of a whole stack. Returns (output, hy, cy, reserve).
 
     input [T, B, I] (padded) or [N, I] with batch_sizes [T] (int64, CPU, non-increasing);
@@ -138,6 +141,7 @@ def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opti
             proj_size, has_bias)
     tensors = [input, hx, cx, *weights]
     if (torch.compiler.is_compiling()
+            or input.device.type != "cpu"  # meta tensors take the fake kernel, others error
             or torch._C._are_functorch_transforms_active()
             or not all(_plain(t) for t in tensors)
             or (torch.is_grad_enabled() and any(t is not None and t.requires_grad
