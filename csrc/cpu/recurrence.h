@@ -103,7 +103,7 @@ class Driver {
   Driver(const RnnDesc& desc, int threads)
       : desc_(desc),
         layout_(desc),
-        threads_(threads),
+        threads_(threads < 1 ? 1 : (threads > max_threads() ? max_threads() : threads)),
         N_(desc.total_rows()),
         B_(desc.batch),
         H_(desc.hidden_size),
@@ -118,24 +118,21 @@ class Driver {
   static int64_t reserve_per_row(const RnnDesc& desc) { return ReserveLayout<Cell>(desc).per_row(); }
 
   static int64_t workspace_elems(const RnnDesc& desc, Pass pass) {
-    const Driver d(desc, 1);
     Carve<T> count{nullptr};
-    if (pass == Pass::Forward) {
-      d.carve_forward(count);
-    } else {
-      d.carve_backward(count);
-    }
+    Driver(desc, 1).carve(count, pass);
     return count.used;
   }
 
   void forward(const RnnForwardArgs& a) {
     T* reserve = static_cast<T*>(a.reserve);
     Carve<T> ws{static_cast<T*>(a.workspace)};
-    const ForwardBuffers buf = carve_forward(ws);
+    const Buffers buf = carve(ws, Pass::Forward);
     for (int64_t l = 0; l < L_; ++l) {
       const T* x_l = layer_input(a, reserve, buf.masked, l);
       T* y_l = reserve + layout_.layer_out(N_, l);
-      for (int64_t d = 0; d < D_; ++d) forward_layer_direction(a, l, d, x_l, y_l, reserve, buf);
+      for_each_direction([&](int64_t d, int threads) {
+        forward_layer_direction(a, l, d, x_l, y_l, reserve, buf.dir[d], threads);
+      });
     }
     copy_n(reserve + layout_.layer_out(N_, L_ - 1), N_ * D_ * O_, static_cast<T*>(a.y));
   }
@@ -144,14 +141,15 @@ class Driver {
     const RnnForwardArgs& f = a.fwd;
     const T* reserve = static_cast<const T*>(f.reserve);
     Carve<T> ws{static_cast<T*>(a.workspace)};
-    const BackwardBuffers buf = carve_backward(ws);
+    const Buffers buf = carve(ws, Pass::Backward);
 
     const T* dy_l = static_cast<const T*>(a.dy);
     for (int64_t l = L_ - 1; l >= 0; --l) {
       const T* x_l = layer_input(f, reserve, buf.masked, l);
       T* dx_l = l == 0 ? static_cast<T*>(a.dx) : buf.dy_next[l % 2];
       for (int64_t d = 0; d < D_; ++d) {
-        backward_layer_direction(a, l, d, x_l, dy_l, dx_l, reserve, buf);
+        backward_recurrence(a, l, d, dy_l, reserve, buf.dir[0], threads_);
+        backward_gemms(a, l, d, x_l, dx_l, reserve, buf.dir[0]);  // dX sums over directions
       }
       if (l > 0 && !f.masks.empty()) {
         const T* mask = static_cast<const T*>(f.masks[l - 1]);
@@ -164,9 +162,9 @@ class Driver {
  private:
   // Threads for the time loop: one when a step is too small to repay a barrier per step (a
   // barrier costs a fraction of a microsecond on idle cores, far more on busy ones).
-  int recurrence_threads(bool direct) const {
+  int recurrence_threads(bool direct, int threads) const {
     const int64_t step_macs = B_ * O_ * GH_;
-    return direct || step_macs < (int64_t{1} << 17) ? 1 : threads_;
+    return direct || step_macs < (int64_t{1} << 17) ? 1 : threads;
   }
 
   int64_t max_layer_input() const {
@@ -178,51 +176,69 @@ class Driver {
     return w > H_ ? w : H_;
   }
 
-  struct Buffers {
-    T* masked;  // [N, D*O] the previous layer's output times its dropout mask (L > 1)
+  // Scratch of one direction's recurrence (forward: two sets when D = 2, so that the directions
+  // can run at the same time on different cores).
+  struct DirectionBuffers {
     T* pack;    // GEMM packing scratch
     T* w_rec;   // packed recurrent weights
     T* w_proj;  // packed projection weights
     T* states;  // [2][B][O] double-buffered h (forward) or dh (backward)
+    // Backward only:
+    T* h_prev;  // [N, O] the h each row's step started from
+    T* c_prev;  // [N, H] (LSTM)
+    T* dgi;     // [N, G*H] gradient of the input-side pre-activations
+    T* dgh;     // [N, G*H] recurrent side; aliases dgi unless the cell has a direct h path
+    T* dr;      // [N, P] gradient of the projected output (P > 0)
   };
-  using ForwardBuffers = Buffers;
-  struct BackwardBuffers : Buffers {
-    T* h_prev;      // [N, O] the h each row's step started from
-    T* c_prev;      // [N, H] (LSTM)
-    T* dgi;         // [N, G*H] gradient of the input-side pre-activations
-    T* dgh;         // [N, G*H] recurrent side; aliases dgi unless the cell has a direct h path
-    T* dr;          // [N, P] gradient of the projected output (P > 0)
-    T* dy_next[2];  // [N, D*O] each (L > 1)
+  struct Buffers {
+    T* masked;      // [N, D*O] the previous layer's output times its dropout mask (L > 1)
+    T* dy_next[2];  // [N, D*O] each: gradient flowing to the layer below (backward, L > 1)
+    DirectionBuffers dir[2];
   };
 
   // The workspace of each pass, carved in one place (also used, with a null base, to size it).
-  ForwardBuffers carve_forward(Carve<T>& ws) const {
-    ForwardBuffers buf;
-    buf.masked = ws.take(L_ > 1 ? N_ * D_ * O_ : 0);
-    buf.pack = ws.take(gemm_pack_elems<T>(max_layer_input(), GH_));
-    buf.w_rec = ws.take(unit_blocks_ * O_ * G * W);
-    buf.w_proj = ws.take(P_ > 0 ? out_blocks_ * H_ * W : 0);
-    buf.states = ws.take(2 * B_ * O_);
+  Buffers carve(Carve<T>& ws, Pass pass) const {
+    const bool bwd = pass == Pass::Backward;
+    const int64_t masked = L_ > 1 ? N_ * D_ * O_ : 0;
+    Buffers buf{};
+    buf.masked = ws.take(masked);
+    buf.dy_next[0] = ws.take(bwd ? masked : 0);
+    buf.dy_next[1] = ws.take(bwd ? masked : 0);
+    for (int64_t d = 0; d < (bwd ? 1 : D_); ++d) {
+      DirectionBuffers& b = buf.dir[d];
+      if (bwd) {
+        // dW_ih, dW_hh, dW_hr (K = N rows) and dX (K = G*H); W_hh and W_hr as stored.
+        b.pack = ws.take(gemm_pack_elems<T>(N_ > GH_ ? N_ : GH_, widest_gradient()));
+        b.w_rec = ws.take(out_blocks_ * GH_ * W);
+        b.w_proj = ws.take(P_ > 0 ? unit_blocks_ * P_ * W : 0);
+        b.h_prev = ws.take(N_ * O_);
+        b.c_prev = ws.take(Cell::kHasCell ? N_ * H_ : 0);
+        b.dgi = ws.take(N_ * GH_);
+        b.dgh = Cell::kDirectHPath ? ws.take(N_ * GH_) : b.dgi;
+        b.dr = ws.take(N_ * P_);
+      } else {
+        b.pack = ws.take(gemm_pack_elems<T>(max_layer_input(), GH_));
+        b.w_rec = ws.take(unit_blocks_ * O_ * G * W);
+        b.w_proj = ws.take(P_ > 0 ? out_blocks_ * H_ * W : 0);
+      }
+      b.states = ws.take(2 * B_ * O_);
+    }
     return buf;
   }
 
-  BackwardBuffers carve_backward(Carve<T>& ws) const {
-    BackwardBuffers buf;
-    const int64_t masked = L_ > 1 ? N_ * D_ * O_ : 0;
-    buf.masked = ws.take(masked);
-    buf.dy_next[0] = ws.take(masked);
-    buf.dy_next[1] = ws.take(masked);
-    buf.h_prev = ws.take(N_ * O_);
-    buf.c_prev = ws.take(Cell::kHasCell ? N_ * H_ : 0);
-    buf.dgi = ws.take(N_ * GH_);
-    buf.dgh = Cell::kDirectHPath ? ws.take(N_ * GH_) : buf.dgi;
-    buf.dr = ws.take(N_ * P_);
-    // GEMMs of the backward: dW_ih, dW_hh, dW_hr (K = N rows) and dX (K = G*H).
-    buf.pack = ws.take(gemm_pack_elems<T>(N_ > GH_ ? N_ : GH_, widest_gradient()));
-    buf.w_rec = ws.take(out_blocks_ * GH_ * W);
-    buf.w_proj = ws.take(P_ > 0 ? unit_blocks_ * P_ * W : 0);
-    buf.states = ws.take(2 * B_ * O_);
-    return buf;
+  // Runs f(d, threads) for each direction: both at once, one core each, when there are two
+  // directions and at least two threads; else one after the other with all threads. Each output
+  // element is computed the same way either way, so the results are the same bits. Used by the
+  // forward pass only: backward runs inside autograd, between torch ops whose OpenMP threads
+  // keep spinning on the other core for a while, and there a second busy thread of ours was
+  // measured to double the time (bench/kernels/NOTES.md).
+  template <class F>
+  void for_each_direction(F&& f) const {
+    if (D_ == 2 && threads_ >= 2) {
+      parallel(2, [&](int d, int) { f(d, 1); });
+    } else {
+      for (int64_t d = 0; d < D_; ++d) f(d, threads_);
+    }
   }
 
   LayerWeights<T> layer_weights(const std::vector<const void*>& flat, int64_t l, int64_t d) const {
@@ -293,7 +309,8 @@ class Driver {
   }
 
   void forward_layer_direction(const RnnForwardArgs& a, int64_t l, int64_t d, const T* x_l,
-                               T* y_l, T* reserve, const Buffers& buf) {
+                               T* y_l, T* reserve, const DirectionBuffers& buf,
+                               int threads_here) const {
     const LayerWeights<T> w = layer_weights(a.weights, l, d);
     const int64_t in_l = desc_.layer_input_size(l), SH = S * H_, ldy = D_ * O_;
     const int64_t state = l * D_ + d;
@@ -306,13 +323,13 @@ class Driver {
 
     // Input projection for every row at once, into the first G*H columns of the gate block.
     gemm(Trans::No, Trans::Yes, N_, GH_, in_l, x_l, in_l, w.w_ih, in_l, false, gates, SH,
-         buf.pack, threads_, w.b_ih);
+         buf.pack, threads_here, w.b_ih);
 
     const bool reverse = d == 1;
     // With a handful of rows in the whole sequence (streaming one step at a time), packing the
     // weights would cost more than the steps: multiply straight from them, on one thread.
     const bool direct = N_ <= kDirectRows;
-    const int threads = recurrence_threads(direct);
+    const int threads = recurrence_threads(direct, threads_here);
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
@@ -420,17 +437,17 @@ class Driver {
     }
   }
 
-  void backward_layer_direction(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* x_l,
-                                const T* dy_l, T* dx_l, const T* reserve,
-                                const BackwardBuffers& buf) {
+  // Backprop through the steps of one (layer, direction): dG rows, dh0, dc0.
+  void backward_recurrence(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* dy_l,
+                           const T* reserve, const DirectionBuffers& buf,
+                           int threads_here) const {
     const RnnForwardArgs& f = a.fwd;
     const LayerWeights<T> w = layer_weights(f.weights, l, d);
-    const int64_t in_l = desc_.layer_input_size(l), ldy = D_ * O_;
+    const int64_t ldy = D_ * O_;
     const int64_t state = l * D_ + d;
     const bool reverse = d == 1;
     const T* gates = reserve + layout_.gates(N_, l, d);
     const T* cells = reserve + layout_.cell(N_, l, d);
-    const T* hh = reserve + layout_.hh(N_, l, d);
     const T* y_l = reserve + layout_.layer_out(N_, l);
 
     gather_previous(y_l, ldy, d * O_, f.h0, state * B_ * O_, O_, reverse, buf.h_prev);
@@ -440,7 +457,7 @@ class Driver {
     if (Cell::kHasCell) init_state(a.dcy, state * B_ * H_, B_ * H_, dc_run);
 
     const bool direct = N_ <= kDirectRows;  // as in forward
-    const int threads = recurrence_threads(direct);
+    const int threads = recurrence_threads(direct, threads_here);
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
@@ -496,8 +513,15 @@ class Driver {
     });
     copy_n(buf.states + (desc_.seq_len % 2) * B_ * O_, B_ * O_,
            static_cast<T*>(a.dh0) + state * B_ * O_);
+  }
 
-    // Weight gradients, in the flat list's order (w_ih, w_hh, b_ih, b_hh, w_hr).
+  // Whole-sequence GEMMs of one (layer, direction) from its dG rows: the weight gradients (in
+  // the flat list's order w_ih, w_hh, b_ih, b_hh, w_hr) and its share of dX.
+  void backward_gemms(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* x_l, T* dx_l,
+                      const T* reserve, const DirectionBuffers& buf) const {
+    const LayerWeights<T> w = layer_weights(a.fwd.weights, l, d);
+    const int64_t in_l = desc_.layer_input_size(l), state = l * D_ + d;
+    const T* hh = reserve + layout_.hh(N_, l, d);
     const int64_t first = state * desc_.weights_per_layer_direction();
     auto dw = [&](int64_t k) { return static_cast<T*>(a.dweights[first + k]); };
     int64_t k = 0;
@@ -524,7 +548,7 @@ class Driver {
   void cell_backward_step(int64_t bs, int64_t off, int64_t u0, int64_t u1, const T* gates,
                           const T* cells, const T* dy_rows, int64_t ldy, const T* cur, T* next,
                           T* dc_run, const T* w_proj, const T* w_hr,
-                          const BackwardBuffers& buf) const {
+                          const DirectionBuffers& buf) const {
     const int64_t SH = S * H_;
     constexpr int MR = tile_rows<1>();
     for_each_tile<MR>(u0, u1, H_, bs, [&](int64_t u, int64_t j0, int nj, int64_t r0, int rows) {
