@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "binding_helpers.h"
 #include "cpu/isa.h"
 #include "fastrnn/rnn.h"
 
@@ -17,8 +18,8 @@ void bind_ctc(pybind11::module_& m);
 
 namespace {
 
-const void* cptr(std::uintptr_t address) { return reinterpret_cast<const void*>(address); }
-void* mptr(std::uintptr_t address) { return reinterpret_cast<void*>(address); }
+const void* cptr(std::uintptr_t address) { return bindings::as_ptr<const void>(address); }
+void* mptr(std::uintptr_t address) { return bindings::as_ptr<void>(address); }
 
 std::vector<const void*> cptrs(const std::vector<std::uintptr_t>& addresses) {
   std::vector<const void*> out;

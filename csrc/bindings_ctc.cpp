@@ -5,39 +5,20 @@
 
 #include <cstdint>
 
+#include "binding_helpers.h"
 #include "fastrnn/ctc.h"
 
 namespace py = pybind11;
 using namespace fastrnn;
 
-namespace {
-
-template <class P>
-P* as_ptr(std::uintptr_t address) {
-  return reinterpret_cast<P*>(address);
-}
-
-CtcDesc make_desc(int64_t max_time, int64_t batch, int64_t num_classes, int64_t max_target,
-                  int64_t blank, int64_t targets_size, bool from_logits) {
-  CtcDesc d;
-  d.max_time = max_time;
-  d.batch = batch;
-  d.num_classes = num_classes;
-  d.max_target = max_target;
-  d.blank = blank;
-  d.targets_size = targets_size;
-  d.from_logits = from_logits;
-  d.validate();
-  return d;
-}
-
-}  // namespace
+using bindings::as_dtype;
+using bindings::as_ptr;
 
 void bind_ctc(py::module_& m) {
   py::class_<CtcDesc>(m, "CtcDesc")
-      .def(py::init(&make_desc), py::arg("max_time"), py::arg("batch"), py::arg("num_classes"),
-           py::arg("max_target"), py::arg("blank"), py::arg("targets_size"),
-           py::arg("from_logits"))
+      .def(py::init(&bindings::make_ctc_desc), py::arg("max_time"), py::arg("batch"),
+           py::arg("num_classes"), py::arg("max_target"), py::arg("blank"),
+           py::arg("targets_size"), py::arg("from_logits"))
       .def_property_readonly("ext_len", &CtcDesc::ext_len);
 
   m.def("ctc_cpu_workspace_bytes", &ctc_cpu_workspace_bytes, py::arg("desc"), py::arg("dtype"),

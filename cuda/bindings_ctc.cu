@@ -6,38 +6,14 @@
 
 #include <cstdint>
 
+#include "binding_helpers.h"
 #include "fastrnn/ctc.h"
 
 namespace py = pybind11;
 using namespace fastrnn;
 
-namespace {
-
-template <class P>
-P* as_ptr(std::uintptr_t address) {
-  return reinterpret_cast<P*>(address);
-}
-
-CtcDesc make_desc(int64_t max_time, int64_t batch, int64_t num_classes, int64_t max_target,
-                  int64_t blank, int64_t targets_size, bool from_logits) {
-  CtcDesc d;
-  d.max_time = max_time;
-  d.batch = batch;
-  d.num_classes = num_classes;
-  d.max_target = max_target;
-  d.blank = blank;
-  d.targets_size = targets_size;
-  d.from_logits = from_logits;
-  d.validate();
-  return d;
-}
-
-DType as_dtype(int code) {
-  FASTRNN_CHECK(code == 0 || code == 1, "ctc: dtype code must be 0 (float32) or 1 (float64)");
-  return code == 0 ? DType::Float32 : DType::Float64;
-}
-
-}  // namespace
+using bindings::as_dtype;
+using bindings::as_ptr;
 
 void bind_ctc_cuda(py::module_& m) {
   m.def(
@@ -45,7 +21,8 @@ void bind_ctc_cuda(py::module_& m) {
       [](int64_t max_time, int64_t batch, int64_t num_classes, int64_t max_target, int64_t blank,
          int64_t targets_size, bool from_logits, int dtype) {
         return ctc_cuda_workspace_bytes(
-            make_desc(max_time, batch, num_classes, max_target, blank, targets_size, from_logits),
+            bindings::make_ctc_desc(max_time, batch, num_classes, max_target, blank, targets_size,
+                                    from_logits),
             as_dtype(dtype));
       },
       py::arg("max_time"), py::arg("batch"), py::arg("num_classes"), py::arg("max_target"),
@@ -71,7 +48,8 @@ void bind_ctc_cuda(py::module_& m) {
         a.row_lse = as_ptr<void>(row_lse);
         a.workspace = as_ptr<void>(workspace);
         ctc_forward_cuda(
-            make_desc(max_time, batch, num_classes, max_target, blank, targets_size, from_logits),
+            bindings::make_ctc_desc(max_time, batch, num_classes, max_target, blank, targets_size,
+                                    from_logits),
             as_dtype(dtype), a, as_ptr<void>(stream));
       },
       py::arg("max_time"), py::arg("batch"), py::arg("num_classes"), py::arg("max_target"),
@@ -101,7 +79,8 @@ void bind_ctc_cuda(py::module_& m) {
         a.grad_input = as_ptr<void>(grad_input);
         a.workspace = as_ptr<void>(workspace);
         ctc_backward_cuda(
-            make_desc(max_time, batch, num_classes, max_target, blank, targets_size, from_logits),
+            bindings::make_ctc_desc(max_time, batch, num_classes, max_target, blank, targets_size,
+                                    from_logits),
             as_dtype(dtype), a, as_ptr<void>(stream));
       },
       py::arg("max_time"), py::arg("batch"), py::arg("num_classes"), py::arg("max_target"),
