@@ -43,6 +43,24 @@ def _addr(t: Optional[Tensor]) -> int:
     return 0 if t is None or t.numel() == 0 else t.data_ptr()
 
 
+def _run_native(entry: str, input: Tensor, sizes: tuple, ptrs: dict) -> None:
+    """Calls ``entry`` (ctc_forward or ctc_backward) of the module for input's device, with a
+    workspace of the size that module asks for, on the current CUDA stream when on CUDA."""
+    if input.is_cuda:
+        mod = cuda_module()
+        with torch.cuda.device(input.device):
+            ws = torch.empty(mod.ctc_cuda_workspace_bytes(*sizes, _dtype_code(input.dtype)),
+                             dtype=torch.uint8, device=input.device)
+            getattr(mod, entry)(*sizes, _dtype_code(input.dtype), workspace=_addr(ws),
+                                stream=torch.cuda.current_stream().cuda_stream, **ptrs)
+    else:
+        desc = _C.CtcDesc(*sizes)
+        threads = torch.get_num_threads()
+        dtype = _C.DType.float32 if input.dtype == torch.float32 else _C.DType.float64
+        ws = torch.empty(_C.ctc_cpu_workspace_bytes(desc, dtype, threads), dtype=torch.uint8)
+        getattr(_C, entry)(desc, dtype, workspace=_addr(ws), num_threads=threads, **ptrs)
+
+
 # ---------------------------------------------------------------------------------------------
 # Custom ops. Inputs are already validated and normalized by _prepare:
 #   input [T, B, C] contiguous float32/float64; targets int64 1-D; target_offsets, input_lengths,
@@ -79,20 +97,8 @@ def _ctc_loss_op(
         log_alpha=_addr(log_alpha),
         row_lse=_addr(row_lse),
     )
-    sizes = (T, B, C, max_target, blank, targets.numel(), from_logits)
-    if input.is_cuda:
-        mod = cuda_module()
-        with torch.cuda.device(input.device):
-            ws = torch.empty(mod.ctc_cuda_workspace_bytes(*sizes, _dtype_code(input.dtype)),
-                             dtype=torch.uint8, device=input.device)
-            mod.ctc_forward(*sizes, _dtype_code(input.dtype), workspace=_addr(ws),
-                            stream=torch.cuda.current_stream().cuda_stream, **ptrs)
-    else:
-        desc = _C.CtcDesc(*sizes)
-        threads = torch.get_num_threads()
-        dtype = _C.DType.float32 if input.dtype == torch.float32 else _C.DType.float64
-        ws = torch.empty(_C.ctc_cpu_workspace_bytes(desc, dtype, threads), dtype=torch.uint8)
-        _C.ctc_forward(desc, dtype, workspace=_addr(ws), num_threads=threads, **ptrs)
+    _run_native("ctc_forward", input, (T, B, C, max_target, blank, targets.numel(), from_logits),
+                ptrs)
     return loss, log_alpha, row_lse
 
 
@@ -135,20 +141,8 @@ def _ctc_loss_backward_op(
         grad_loss=_addr(grad_loss),
         grad_input=_addr(grad_input),
     )
-    sizes = (T, B, C, max_target, blank, targets.numel(), from_logits)
-    if input.is_cuda:
-        mod = cuda_module()
-        with torch.cuda.device(input.device):
-            ws = torch.empty(mod.ctc_cuda_workspace_bytes(*sizes, _dtype_code(input.dtype)),
-                             dtype=torch.uint8, device=input.device)
-            mod.ctc_backward(*sizes, _dtype_code(input.dtype), workspace=_addr(ws),
-                             stream=torch.cuda.current_stream().cuda_stream, **ptrs)
-    else:
-        desc = _C.CtcDesc(*sizes)
-        threads = torch.get_num_threads()
-        dtype = _C.DType.float32 if input.dtype == torch.float32 else _C.DType.float64
-        ws = torch.empty(_C.ctc_cpu_workspace_bytes(desc, dtype, threads), dtype=torch.uint8)
-        _C.ctc_backward(desc, dtype, workspace=_addr(ws), num_threads=threads, **ptrs)
+    _run_native("ctc_backward", input, (T, B, C, max_target, blank, targets.numel(), from_logits),
+                ptrs)
     return grad_input
 
 
