@@ -122,8 +122,10 @@ Pool*& current_pool() {
 
 }  // namespace
 
+// Read once: hardware_concurrency() reads the system's CPU list, microseconds per call.
 int max_threads() {
-  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  static const int n = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  return n;
 }
 
 void parallel(int n, const std::function<void(int, int)>& fn) {
