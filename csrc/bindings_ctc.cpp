@@ -11,9 +11,6 @@
 namespace py = pybind11;
 using namespace fastrnn;
 
-using bindings::as_dtype;
-using bindings::as_ptr;
-
 void bind_ctc(py::module_& m) {
   py::class_<CtcDesc>(m, "CtcDesc")
       .def(py::init(&bindings::make_ctc_desc), py::arg("max_time"), py::arg("batch"),
@@ -31,17 +28,9 @@ void bind_ctc(py::module_& m) {
          std::uintptr_t target_lengths, bool zero_infinity, std::uintptr_t loss,
          std::uintptr_t log_alpha, std::uintptr_t row_lse, std::uintptr_t workspace,
          int64_t num_threads) {
-        CtcForwardArgs a;
-        a.input = as_ptr<const void>(input);
-        a.targets = as_ptr<const int64_t>(targets);
-        a.target_offsets = as_ptr<const int64_t>(target_offsets);
-        a.input_lengths = as_ptr<const int64_t>(input_lengths);
-        a.target_lengths = as_ptr<const int64_t>(target_lengths);
-        a.zero_infinity = zero_infinity;
-        a.loss = as_ptr<void>(loss);
-        a.log_alpha = as_ptr<void>(log_alpha);
-        a.row_lse = as_ptr<void>(row_lse);
-        a.workspace = as_ptr<void>(workspace);
+        const CtcForwardArgs a = bindings::ctc_forward_args(
+            input, targets, target_offsets, input_lengths, target_lengths, zero_infinity, loss,
+            log_alpha, row_lse, workspace);
         ctc_forward_cpu(desc, dtype, a, num_threads);
       },
       py::arg("desc"), py::arg("dtype"), py::arg("input"), py::arg("targets"),
@@ -56,17 +45,9 @@ void bind_ctc(py::module_& m) {
          std::uintptr_t target_lengths, std::uintptr_t log_alpha, std::uintptr_t row_lse,
          std::uintptr_t grad_loss, std::uintptr_t grad_input, std::uintptr_t workspace,
          int64_t num_threads) {
-        CtcBackwardArgs a;
-        a.input = as_ptr<const void>(input);
-        a.targets = as_ptr<const int64_t>(targets);
-        a.target_offsets = as_ptr<const int64_t>(target_offsets);
-        a.input_lengths = as_ptr<const int64_t>(input_lengths);
-        a.target_lengths = as_ptr<const int64_t>(target_lengths);
-        a.log_alpha = as_ptr<const void>(log_alpha);
-        a.row_lse = as_ptr<const void>(row_lse);
-        a.grad_loss = as_ptr<const void>(grad_loss);
-        a.grad_input = as_ptr<void>(grad_input);
-        a.workspace = as_ptr<void>(workspace);
+        const CtcBackwardArgs a = bindings::ctc_backward_args(
+            input, targets, target_offsets, input_lengths, target_lengths, log_alpha, row_lse,
+            grad_loss, grad_input, workspace);
         ctc_backward_cpu(desc, dtype, a, num_threads);
       },
       py::arg("desc"), py::arg("dtype"), py::arg("input"), py::arg("targets"),

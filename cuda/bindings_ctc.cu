@@ -36,17 +36,9 @@ void bind_ctc_cuda(py::module_& m) {
          std::uintptr_t target_lengths, bool zero_infinity, std::uintptr_t loss,
          std::uintptr_t log_alpha, std::uintptr_t row_lse, std::uintptr_t workspace,
          std::uintptr_t stream) {
-        CtcForwardArgs a;
-        a.input = as_ptr<const void>(input);
-        a.targets = as_ptr<const int64_t>(targets);
-        a.target_offsets = as_ptr<const int64_t>(target_offsets);
-        a.input_lengths = as_ptr<const int64_t>(input_lengths);
-        a.target_lengths = as_ptr<const int64_t>(target_lengths);
-        a.zero_infinity = zero_infinity;
-        a.loss = as_ptr<void>(loss);
-        a.log_alpha = as_ptr<void>(log_alpha);
-        a.row_lse = as_ptr<void>(row_lse);
-        a.workspace = as_ptr<void>(workspace);
+        const CtcForwardArgs a = bindings::ctc_forward_args(
+            input, targets, target_offsets, input_lengths, target_lengths, zero_infinity, loss,
+            log_alpha, row_lse, workspace);
         ctc_forward_cuda(
             bindings::make_ctc_desc(max_time, batch, num_classes, max_target, blank, targets_size,
                                     from_logits),
@@ -67,17 +59,9 @@ void bind_ctc_cuda(py::module_& m) {
          std::uintptr_t target_lengths, std::uintptr_t log_alpha, std::uintptr_t row_lse,
          std::uintptr_t grad_loss, std::uintptr_t grad_input, std::uintptr_t workspace,
          std::uintptr_t stream) {
-        CtcBackwardArgs a;
-        a.input = as_ptr<const void>(input);
-        a.targets = as_ptr<const int64_t>(targets);
-        a.target_offsets = as_ptr<const int64_t>(target_offsets);
-        a.input_lengths = as_ptr<const int64_t>(input_lengths);
-        a.target_lengths = as_ptr<const int64_t>(target_lengths);
-        a.log_alpha = as_ptr<const void>(log_alpha);
-        a.row_lse = as_ptr<const void>(row_lse);
-        a.grad_loss = as_ptr<const void>(grad_loss);
-        a.grad_input = as_ptr<void>(grad_input);
-        a.workspace = as_ptr<void>(workspace);
+        const CtcBackwardArgs a = bindings::ctc_backward_args(
+            input, targets, target_offsets, input_lengths, target_lengths, log_alpha, row_lse,
+            grad_loss, grad_input, workspace);
         ctc_backward_cuda(
             bindings::make_ctc_desc(max_time, batch, num_classes, max_target, blank, targets_size,
                                     from_logits),
