@@ -9,9 +9,8 @@ import torch
 
 from . import _C
 
-__all__ = ["cuda_module", "cuda_build_available", "native_dtype", "SUPPORTED_CPU_DTYPES"]
+__all__ = ["cuda_module", "cuda_build_available", "native_dtype"]
 
-SUPPORTED_CPU_DTYPES = (torch.float32, torch.float64)
 _NATIVE_DTYPES = {torch.float32: _C.DType.float32, torch.float64: _C.DType.float64}
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from . import _C
-from ._backend import cuda_module
+from ._backend import cuda_module, native_dtype
 
 __all__ = ["CTCLoss", "ctc_loss", "ctc_loss_from_logits"]
 
@@ -56,7 +56,7 @@ def _run_native(entry: str, input: Tensor, sizes: tuple, ptrs: dict) -> None:
     else:
         desc = _C.CtcDesc(*sizes)
         threads = torch.get_num_threads()
-        dtype = _C.DType.float32 if input.dtype == torch.float32 else _C.DType.float64
+        dtype = native_dtype(input.dtype, "fastrnn.ctc_loss")
         ws = torch.empty(_C.ctc_cpu_workspace_bytes(desc, dtype, threads), dtype=torch.uint8)
         getattr(_C, entry)(desc, dtype, workspace=_addr(ws), num_threads=threads, **ptrs)
 
