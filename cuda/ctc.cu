@@ -297,29 +297,39 @@ void check_args(const CtcDesc& d, DType dtype, const void* input, const int64_t*
   FASTRNN_CHECK(d.batch == 0 || fits_shared(d, dtype) || workspace, "ctc: missing workspace");
 }
 
+// What both launches need: the problem, and where the per-element rows live (dynamic shared
+// memory of `smem` bytes when they fit, else the caller's workspace).
+struct LaunchPlan {
+  Problem p;
+  bool shared;
+  size_t smem;
+};
+
+template <class V, class Args>
+LaunchPlan plan_launch(const CtcDesc& d, const Args& a) {
+  LaunchPlan plan{make_problem(d, a.targets, a.target_offsets, a.input_lengths, a.target_lengths),
+                  fits_shared(d, sizeof(V) == 4 ? DType::Float32 : DType::Float64), 0};
+  if (plan.shared) plan.smem = static_cast<size_t>(Scratch<V>::bytes(plan.p.L, plan.p.S));
+  return plan;
+}
+
 template <class V>
 void launch_forward(const CtcDesc& d, const CtcForwardArgs& a, cudaStream_t stream) {
-  const bool shared = fits_shared(d, sizeof(V) == 4 ? DType::Float32 : DType::Float64);
-  const Problem p = make_problem(d, a.targets, a.target_offsets, a.input_lengths,
-                                 a.target_lengths);
-  const size_t smem = shared ? static_cast<size_t>(Scratch<V>::bytes(p.L, p.S)) : 0;
-  ctc_forward_kernel<V><<<static_cast<unsigned>(d.batch), kThreads, smem, stream>>>(
-      p, static_cast<const V*>(a.input), a.zero_infinity, static_cast<V*>(a.loss),
+  const LaunchPlan plan = plan_launch<V>(d, a);
+  ctc_forward_kernel<V><<<static_cast<unsigned>(d.batch), kThreads, plan.smem, stream>>>(
+      plan.p, static_cast<const V*>(a.input), a.zero_infinity, static_cast<V*>(a.loss),
       static_cast<V*>(a.log_alpha), static_cast<V*>(a.row_lse), static_cast<char*>(a.workspace),
-      shared);
+      plan.shared);
   FASTRNN_CUDA_CHECK_LAUNCH();
 }
 
 template <class V>
 void launch_backward(const CtcDesc& d, const CtcBackwardArgs& a, cudaStream_t stream) {
-  const bool shared = fits_shared(d, sizeof(V) == 4 ? DType::Float32 : DType::Float64);
-  const Problem p = make_problem(d, a.targets, a.target_offsets, a.input_lengths,
-                                 a.target_lengths);
-  const size_t smem = shared ? static_cast<size_t>(Scratch<V>::bytes(p.L, p.S)) : 0;
-  ctc_backward_kernel<V><<<static_cast<unsigned>(d.batch), kThreads, smem, stream>>>(
-      p, static_cast<const V*>(a.input), static_cast<const V*>(a.log_alpha),
+  const LaunchPlan plan = plan_launch<V>(d, a);
+  ctc_backward_kernel<V><<<static_cast<unsigned>(d.batch), kThreads, plan.smem, stream>>>(
+      plan.p, static_cast<const V*>(a.input), static_cast<const V*>(a.log_alpha),
       static_cast<const V*>(a.row_lse), static_cast<const V*>(a.grad_loss),
-      static_cast<V*>(a.grad_input), static_cast<char*>(a.workspace), shared);
+      static_cast<V*>(a.grad_input), static_cast<char*>(a.workspace), plan.shared);
   FASTRNN_CUDA_CHECK_LAUNCH();
 }
 
