@@ -1,6 +1,11 @@
-// RnnDesc: sizes and row bookkeeping shared by every backend.
+// RnnDesc and the reserve layout: sizes and row bookkeeping shared by every backend.
+// Compiled once with the baseline flags (not per ISA), so no per-ISA code can be merged into it.
 #include <numeric>
+#include <utility>
 
+#include "cells/gru.h"
+#include "cells/lstm.h"
+#include "cells/rnn.h"
 #include "fastrnn/rnn.h"
 
 namespace fastrnn {
@@ -58,6 +63,75 @@ void RnnDesc::finalize() {
   validate();
   offsets.assign(seq_len + 1, 0);
   for (int64_t t = 0; t < seq_len; ++t) offsets[t + 1] = offsets[t] + rows_at(t);
+}
+
+namespace {
+
+// (values saved per unit and row, whether there is a cell state) of a cell kind.
+template <class Cell>
+constexpr std::pair<int64_t, bool> saved_shape() {
+  return {Cell::kSaved, Cell::kHasCell};
+}
+
+std::pair<int64_t, bool> saved_shape(CellKind cell) {
+  switch (cell) {
+    case CellKind::RnnTanh:
+      return saved_shape<cells::RnnTanh>();
+    case CellKind::RnnRelu:
+      return saved_shape<cells::RnnRelu>();
+    case CellKind::Lstm:
+      return saved_shape<cells::Lstm>();
+    case CellKind::Gru:
+      return saved_shape<cells::Gru>();
+  }
+  throw std::invalid_argument("fastrnn: unknown cell kind");
+}
+
+}  // namespace
+
+ReserveLayout::ReserveLayout(const RnnDesc& desc)
+    : O_(desc.out_size()), D_(desc.num_directions), L_(desc.num_layers) {
+  const auto [saved, has_cell] = saved_shape(desc.cell);
+  const int64_t H = desc.hidden_size;
+  gates_w_ = saved * H;
+  cell_w_ = has_cell ? H : 0;
+  hh_w_ = desc.proj_size > 0 ? H : 0;
+  per_ld_w_ = gates_w_ + cell_w_ + hh_w_;
+}
+
+int64_t ReserveLayout::per_row() const { return L_ * D_ * per_ld_w_ + L_ * D_ * O_; }
+int64_t ReserveLayout::ld_base(int64_t N, int64_t l, int64_t d) const {
+  return N * (l * D_ + d) * per_ld_w_;
+}
+int64_t ReserveLayout::gates(int64_t N, int64_t l, int64_t d) const { return ld_base(N, l, d); }
+int64_t ReserveLayout::cell(int64_t N, int64_t l, int64_t d) const {
+  return ld_base(N, l, d) + N * gates_w_;
+}
+int64_t ReserveLayout::hh(int64_t N, int64_t l, int64_t d) const {
+  return ld_base(N, l, d) + N * (gates_w_ + cell_w_);
+}
+int64_t ReserveLayout::layer_out(int64_t N, int64_t l) const {
+  return N * (L_ * D_ * per_ld_w_ + l * D_ * O_);
+}
+
+int64_t reserve_elems_per_row(const RnnDesc& desc) { return ReserveLayout(desc).per_row(); }
+
+LayerWeightPtrs layer_weight_ptrs(const RnnDesc& desc, const std::vector<const void*>& flat,
+                                  int64_t layer, int64_t direction) {
+  const int64_t per = desc.weights_per_layer_direction();
+  const int64_t first = (layer * desc.num_directions + direction) * per;
+  FASTRNN_CHECK(first + per <= static_cast<int64_t>(flat.size()), "weight list too short");
+  const void* const* w = flat.data() + first;
+  LayerWeightPtrs p;
+  p.w_ih = w[0];
+  p.w_hh = w[1];
+  int64_t k = 2;
+  if (desc.has_bias) {
+    p.b_ih = w[k++];
+    p.b_hh = w[k++];
+  }
+  if (desc.proj_size > 0) p.w_hr = w[k];
+  return p;
 }
 
 }  // namespace fastrnn

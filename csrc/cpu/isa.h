@@ -17,7 +17,6 @@ namespace fastrnn::cpu {
 enum class Isa : int { Generic = 0, Avx2 = 1, Avx512 = 2 };
 
 struct RnnKernels {
-  int64_t (*reserve_elems_per_row)(const RnnDesc&);
   int64_t (*workspace_elems)(const RnnDesc&, Pass, DType);
   void (*forward)(const RnnDesc&, DType, const RnnForwardArgs&, int threads);
   void (*backward)(const RnnDesc&, DType, const RnnBackwardArgs&, int threads);

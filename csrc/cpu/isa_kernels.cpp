@@ -35,12 +35,6 @@ void with_dtype(DType dtype, F&& f) {
   throw std::invalid_argument("fastrnn: unsupported dtype for the CPU backend");
 }
 
-int64_t reserve_elems_per_row(const RnnDesc& desc) {
-  return with_cell(desc.cell, [&](auto cell) {
-    return Driver<float, decltype(cell)>::reserve_per_row(desc);
-  });
-}
-
 int64_t workspace_elems(const RnnDesc& desc, Pass pass, DType dtype) {
   int64_t elems = 0;
   with_dtype(dtype, [&](auto value) {
@@ -71,7 +65,6 @@ void backward(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int
 
 }  // namespace
 
-extern const RnnKernels kRnnKernels = {&reserve_elems_per_row, &workspace_elems, &forward,
-                                       &backward};
+extern const RnnKernels kRnnKernels = {&workspace_elems, &forward, &backward};
 
 }  // namespace fastrnn::cpu::FASTRNN_ISA

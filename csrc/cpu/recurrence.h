@@ -39,44 +39,16 @@ void fill_n(T* dst, int64_t n, T value) {
   for (int64_t i = 0; i < n; ++i) dst[i] = value;
 }
 
-// Where each saved quantity lives in the reserve: a sequence of [N, width] blocks.
-//   for each (l, d): gates [N, kSaved*H], c [N, H] (LSTM), hh [N, H] (pre-projection h, P > 0)
-//   for each l: layer output [N, D*O] (the last one is copied to y; backward reads this copy, so
-//   the caller may modify y in place)
-template <class Cell>
-struct ReserveLayout {
-  int64_t H, O, D, L, P;
-  int64_t gates_w, cell_w, hh_w, per_ld_w;
-
-  explicit ReserveLayout(const RnnDesc& desc)
-      : H(desc.hidden_size),
-        O(desc.out_size()),
-        D(desc.num_directions),
-        L(desc.num_layers),
-        P(desc.proj_size),
-        gates_w(Cell::kSaved * H),
-        cell_w(Cell::kHasCell ? H : 0),
-        hh_w(P > 0 ? H : 0),
-        per_ld_w(gates_w + cell_w + hh_w) {}
-
-  int64_t per_row() const { return L * D * per_ld_w + L * D * O; }
-  int64_t ld_base(int64_t N, int64_t l, int64_t d) const { return N * (l * D + d) * per_ld_w; }
-  int64_t gates(int64_t N, int64_t l, int64_t d) const { return ld_base(N, l, d); }
-  int64_t cell(int64_t N, int64_t l, int64_t d) const { return ld_base(N, l, d) + N * gates_w; }
-  int64_t hh(int64_t N, int64_t l, int64_t d) const {
-    return ld_base(N, l, d) + N * (gates_w + cell_w);
-  }
-  int64_t layer_out(int64_t N, int64_t l) const { return N * (L * D * per_ld_w + l * D * O); }
-};
-
-// The flat weight list of one (layer, direction), in torch's order.
+// The flat weight list of one (layer, direction), typed.
 template <class T>
 struct LayerWeights {
-  const T* w_ih = nullptr;
-  const T* w_hh = nullptr;
-  const T* b_ih = nullptr;
-  const T* b_hh = nullptr;
-  const T* w_hr = nullptr;
+  explicit LayerWeights(const LayerWeightPtrs& p)
+      : w_ih(static_cast<const T*>(p.w_ih)),
+        w_hh(static_cast<const T*>(p.w_hh)),
+        b_ih(static_cast<const T*>(p.b_ih)),
+        b_hh(static_cast<const T*>(p.b_hh)),
+        w_hr(static_cast<const T*>(p.w_hr)) {}
+  const T *w_ih, *w_hh, *b_ih, *b_hh, *w_hr;
 };
 
 // Bump allocator over a caller-provided workspace. With a null base it only counts, so the
@@ -114,8 +86,6 @@ class Driver {
         GH_(G * H_),
         unit_blocks_(ceil_div(H_, W)),
         out_blocks_(ceil_div(O_, W)) {}
-
-  static int64_t reserve_per_row(const RnnDesc& desc) { return ReserveLayout<Cell>(desc).per_row(); }
 
   static int64_t workspace_elems(const RnnDesc& desc, Pass pass) {
     Carve<T> count{nullptr};
@@ -242,18 +212,7 @@ class Driver {
   }
 
   LayerWeights<T> layer_weights(const std::vector<const void*>& flat, int64_t l, int64_t d) const {
-    const int64_t per = desc_.weights_per_layer_direction();
-    const void* const* w = flat.data() + (l * D_ + d) * per;
-    LayerWeights<T> lw;
-    lw.w_ih = static_cast<const T*>(w[0]);
-    lw.w_hh = static_cast<const T*>(w[1]);
-    int64_t k = 2;
-    if (desc_.has_bias) {
-      lw.b_ih = static_cast<const T*>(w[k++]);
-      lw.b_hh = static_cast<const T*>(w[k++]);
-    }
-    if (P_ > 0) lw.w_hr = static_cast<const T*>(w[k]);
-    return lw;
+    return LayerWeights<T>(layer_weight_ptrs(desc_, flat, l, d));
   }
 
   // Input of layer l: x, or the previous layer's output with its dropout mask applied.
@@ -600,7 +559,7 @@ class Driver {
   }
 
   const RnnDesc& desc_;
-  ReserveLayout<Cell> layout_;
+  ReserveLayout layout_;
   const int threads_;
   const int64_t N_, B_, H_, O_, P_, D_, L_, GH_, unit_blocks_, out_blocks_;
 };

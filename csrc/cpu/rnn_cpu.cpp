@@ -19,10 +19,6 @@ void check_inputs(const RnnDesc& desc, const RnnForwardArgs& a) {
 
 }  // namespace
 
-int64_t reserve_elems_per_row(const RnnDesc& desc) {
-  return cpu::rnn_kernels().reserve_elems_per_row(desc);
-}
-
 int64_t workspace_elems(const RnnDesc& desc, Pass pass, DType dtype) {
   return cpu::rnn_kernels().workspace_elems(desc, pass, dtype);
 }

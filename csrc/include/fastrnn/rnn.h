@@ -57,6 +57,37 @@ struct RnnDesc {
   std::vector<int64_t> offsets;   // T + 1 entries after finalize()
 };
 
+// Where each saved quantity lives in the reserve (the same on every backend): a sequence of
+// [N, width] blocks.
+//   for each (l, d): gates [N, kSaved*H], c [N, H] (LSTM), hh [N, H] (pre-projection h, P > 0)
+//   for each l: layer output [N, D*O] (the last one is also copied to y; backward reads this
+//   copy, so the caller may modify y in place)
+// Offsets are in values from the start of the reserve.
+class ReserveLayout {
+ public:
+  explicit ReserveLayout(const RnnDesc& desc);
+  int64_t per_row() const;
+  int64_t gates(int64_t N, int64_t l, int64_t d) const;
+  int64_t cell(int64_t N, int64_t l, int64_t d) const;
+  int64_t hh(int64_t N, int64_t l, int64_t d) const;
+  int64_t layer_out(int64_t N, int64_t l) const;
+
+ private:
+  int64_t ld_base(int64_t N, int64_t l, int64_t d) const;
+  int64_t O_, D_, L_, gates_w_, cell_w_, hh_w_, per_ld_w_;
+};
+
+// The flat weight list of one (layer, direction), in torch's order; absent ones are null.
+struct LayerWeightPtrs {
+  const void* w_ih = nullptr;
+  const void* w_hh = nullptr;
+  const void* b_ih = nullptr;
+  const void* b_hh = nullptr;
+  const void* w_hr = nullptr;
+};
+LayerWeightPtrs layer_weight_ptrs(const RnnDesc& desc, const std::vector<const void*>& flat,
+                                  int64_t layer, int64_t direction);
+
 enum class Pass { Forward, Backward };
 
 // Number of values (of the problem's dtype) of reserve and workspace. The reserve is linear in
