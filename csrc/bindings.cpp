@@ -16,33 +16,6 @@ using namespace fastrnn;
 
 void bind_ctc(pybind11::module_& m);
 
-namespace {
-
-const void* cptr(std::uintptr_t address) { return bindings::as_ptr<const void>(address); }
-void* mptr(std::uintptr_t address) { return bindings::as_ptr<void>(address); }
-
-std::vector<const void*> cptrs(const std::vector<std::uintptr_t>& addresses) {
-  std::vector<const void*> out;
-  out.reserve(addresses.size());
-  for (auto a : addresses) out.push_back(cptr(a));
-  return out;
-}
-
-RnnForwardArgs forward_args(std::uintptr_t x, const std::vector<std::uintptr_t>& weights,
-                            std::uintptr_t h0, std::uintptr_t c0,
-                            const std::vector<std::uintptr_t>& masks, std::uintptr_t reserve) {
-  RnnForwardArgs a;
-  a.x = cptr(x);
-  a.weights = cptrs(weights);
-  a.h0 = cptr(h0);
-  a.c0 = cptr(c0);
-  a.masks = cptrs(masks);
-  a.reserve = mptr(reserve);
-  return a;
-}
-
-}  // namespace
-
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastrnn native CPU core";
 
@@ -55,27 +28,9 @@ PYBIND11_MODULE(_C, m) {
   bind_ctc(m);
 
   py::class_<RnnDesc>(m, "RnnDesc")
-      .def(py::init([](CellKind cell, int64_t num_layers, int64_t num_directions,
-                       int64_t input_size, int64_t hidden_size, int64_t proj_size, bool has_bias,
-                       int64_t seq_len, int64_t batch, std::vector<int64_t> batch_sizes) {
-             RnnDesc d;
-             d.cell = cell;
-             d.num_layers = num_layers;
-             d.num_directions = num_directions;
-             d.input_size = input_size;
-             d.hidden_size = hidden_size;
-             d.proj_size = proj_size;
-             d.has_bias = has_bias;
-             d.seq_len = seq_len;
-             d.batch = batch;
-             d.batch_sizes = std::move(batch_sizes);
-             d.finalize();
-             return d;
-           }),
-           py::arg("cell"), py::arg("num_layers"), py::arg("num_directions"),
-           py::arg("input_size"), py::arg("hidden_size"), py::arg("proj_size"),
-           py::arg("has_bias"), py::arg("seq_len"), py::arg("batch"),
-           py::arg("batch_sizes") = std::vector<int64_t>{})
+      .def(py::init(&bindings::make_rnn_desc), py::arg("fields"),
+           "From (cell code, num_layers, num_directions, input_size, hidden_size, proj_size, "
+           "has_bias, seq_len, batch, batch_sizes)")
       .def_property_readonly("total_rows", &RnnDesc::total_rows)
       .def_property_readonly("reserve_elems_per_row",
                              [](const RnnDesc& d) { return reserve_elems_per_row(d); })
@@ -96,12 +51,10 @@ PYBIND11_MODULE(_C, m) {
          const std::vector<std::uintptr_t>& weights, std::uintptr_t h0, std::uintptr_t c0,
          const std::vector<std::uintptr_t>& masks, std::uintptr_t y, std::uintptr_t hy,
          std::uintptr_t cy, std::uintptr_t reserve, std::uintptr_t workspace, int threads) {
-        RnnForwardArgs a = forward_args(x, weights, h0, c0, masks, reserve);
-        a.y = mptr(y);
-        a.hy = mptr(hy);
-        a.cy = mptr(cy);
-        a.workspace = mptr(workspace);
-        rnn_forward_cpu(desc, dtype, a, threads);
+        rnn_forward_cpu(desc, dtype,
+                        bindings::rnn_forward_args(x, weights, h0, c0, masks, y, hy, cy, reserve,
+                                                   workspace),
+                        threads);
       },
       py::arg("desc"), py::arg("dtype"), py::arg("x"), py::arg("weights"), py::arg("h0"),
       py::arg("c0"), py::arg("masks"), py::arg("y"), py::arg("hy"), py::arg("cy"),
@@ -112,20 +65,14 @@ PYBIND11_MODULE(_C, m) {
       "rnn_backward",
       [](const RnnDesc& desc, DType dtype, std::uintptr_t x,
          const std::vector<std::uintptr_t>& weights, std::uintptr_t h0, std::uintptr_t c0,
-         const std::vector<std::uintptr_t>& masks, std::uintptr_t reserve, std::uintptr_t dy, std::uintptr_t dhy, std::uintptr_t dcy, std::uintptr_t dx,
-         std::uintptr_t dh0, std::uintptr_t dc0, const std::vector<std::uintptr_t>& dweights,
+         const std::vector<std::uintptr_t>& masks, std::uintptr_t reserve, std::uintptr_t dy,
+         std::uintptr_t dhy, std::uintptr_t dcy, std::uintptr_t dx, std::uintptr_t dh0,
+         std::uintptr_t dc0, const std::vector<std::uintptr_t>& dweights,
          std::uintptr_t workspace, int threads) {
-        RnnBackwardArgs a;
-        a.fwd = forward_args(x, weights, h0, c0, masks, reserve);
-        a.dy = cptr(dy);
-        a.dhy = cptr(dhy);
-        a.dcy = cptr(dcy);
-        a.dx = mptr(dx);
-        a.dh0 = mptr(dh0);
-        a.dc0 = mptr(dc0);
-        for (auto p : dweights) a.dweights.push_back(mptr(p));
-        a.workspace = mptr(workspace);
-        rnn_backward_cpu(desc, dtype, a, threads);
+        rnn_backward_cpu(desc, dtype,
+                         bindings::rnn_backward_args(x, weights, h0, c0, masks, reserve, dy, dhy,
+                                                     dcy, dx, dh0, dc0, dweights, workspace),
+                         threads);
       },
       py::arg("desc"), py::arg("dtype"), py::arg("x"), py::arg("weights"), py::arg("h0"),
       py::arg("c0"), py::arg("masks"), py::arg("reserve"), py::arg("dy"),

@@ -7,6 +7,7 @@
 namespace py = pybind11;
 
 void bind_ctc_cuda(pybind11::module_& m);
+void bind_rnn_cuda(pybind11::module_& m);
 
 namespace {
 
@@ -35,4 +36,5 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("device_count", &device_count, "Visible CUDA devices (0 without driver or device)");
   m.def("runtime_version", &runtime_version, "CUDA runtime version the module was built with");
   bind_ctc_cuda(m);
+  bind_rnn_cuda(m);
 }

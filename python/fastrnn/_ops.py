@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from . import _C
-from ._backend import cuda_module, native_dtype
+from ._backend import compute_dtype, cuda_module, native_dtype
 
 __all__ = ["rnn", "run_rnn", "rnn_backward", "CELL_GATES"]
 
@@ -52,50 +52,78 @@ def _sizes(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], batch_siz
     return T, B, N, hidden, out, 1 + bidirectional
 
 
-def _desc(input, weights, hx, batch_sizes, cell, num_layers, bidirectional, proj_size, has_bias):
-    T, B, N, H, O, D = _sizes(input, weights, hx, batch_sizes, cell, num_layers, bidirectional,
-                              proj_size, has_bias)
-    desc = _C.RnnDesc(
-        cell=_CELL_KINDS[cell], num_layers=num_layers, num_directions=D,
-        input_size=input.shape[-1], hidden_size=H, proj_size=proj_size, has_bias=has_bias,
-        seq_len=T, batch=B,
-        batch_sizes=[] if batch_sizes is None else batch_sizes.tolist())
-    return desc, (T, B, N, H, O, D)
+def _desc_fields(sizes, input_size, cell, num_layers, proj_size, has_bias, batch_sizes):
+    """The descriptor as the tuple both native modules take (see csrc/binding_helpers.h)."""
+    T, B, N, H, O, D = sizes
+    return (int(_CELL_KINDS[cell]), num_layers, D, input_size, H, proj_size, has_bias, T, B,
+            [] if batch_sizes is None else batch_sizes.tolist())
 
 
 def _reserve_per_row(cell, num_layers, bidirectional, input_size, hidden, proj_size, has_bias):
-    desc = _C.RnnDesc(cell=_CELL_KINDS[cell], num_layers=num_layers,
-                      num_directions=1 + bidirectional, input_size=input_size,
-                      hidden_size=hidden, proj_size=proj_size, has_bias=has_bias, seq_len=0,
-                      batch=0)
-    return desc.reserve_elems_per_row
+    fields = (int(_CELL_KINDS[cell]), num_layers, 1 + bidirectional, input_size, hidden,
+              proj_size, has_bias, 0, 0, [])
+    return _C.RnnDesc(fields).reserve_elems_per_row
 
 
-def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
-    return None if t is None else t.contiguous()
+def _reserve_dtype(dtype: torch.dtype, device_type: str) -> torch.dtype:
+    return compute_dtype(dtype, device_type, "fastrnn.rnn")
+
+
+def _contiguous(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    return None if t is None else t.to(dtype).contiguous()
+
+
+class _Native:
+    """One native call's descriptor and its module: ``_C`` on the CPU (with a thread count),
+    ``_cuda`` on a GPU (with the tensors' device and its current stream)."""
+
+    def __init__(self, input: Tensor, fields, dtype: torch.dtype):
+        self.desc = _C.RnnDesc(fields)
+        self.dtype = native_dtype(dtype, "fastrnn.rnn")
+        self.on_cuda = input.device.type == "cuda"
+        if self.on_cuda:
+            self.module = cuda_module()
+            self.fields, self.dtype_code = fields, int(self.dtype)
+            self.context = (input.device.index,
+                            torch.cuda.current_stream(input.device).cuda_stream)
+        else:
+            self.module = _C
+            self.context = (torch.get_num_threads(),)
+
+    def workspace_elems(self, backward: bool) -> int:
+        if self.on_cuda:
+            return self.module.rnn_workspace_elems(self.fields, backward, self.dtype_code)
+        return self.desc.workspace_elems(backward, self.dtype)
+
+    def forward(self, *addresses) -> None:
+        desc, dtype = (self.fields, self.dtype_code) if self.on_cuda else (self.desc, self.dtype)
+        self.module.rnn_forward(desc, dtype, *addresses, *self.context)
+
+    def backward(self, *addresses) -> None:
+        desc, dtype = (self.fields, self.dtype_code) if self.on_cuda else (self.desc, self.dtype)
+        self.module.rnn_backward(desc, dtype, *addresses, *self.context)
 
 
 def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
              proj_size, has_bias):
-    """What a native call needs: (dtype tag, descriptor, sizes, contiguous tensors)."""
-    _require_cpu(input)
-    dtype = native_dtype(input.dtype, "fastrnn.rnn")
-    desc, sizes = _desc(input, weights, hx, batch_sizes, cell, num_layers, bidirectional,
-                        proj_size, has_bias)
-    tensors = (_contiguous(input), [w.contiguous() for w in weights], _contiguous(hx),
-               _contiguous(cx), [m.contiguous() for m in dropout_masks])
-    return dtype, desc, sizes, tensors
+    """What a native call needs: (native call, sizes, compute dtype, contiguous tensors in the
+    compute dtype)."""
+    _check_device(input)
+    dtype = compute_dtype(input.dtype, input.device.type, "fastrnn.rnn")
+    sizes = _sizes(input, weights, hx, batch_sizes, cell, num_layers, bidirectional, proj_size,
+                   has_bias)
+    fields = _desc_fields(sizes, input.shape[-1], cell, num_layers, proj_size, has_bias,
+                          batch_sizes)
+    tensors = (_contiguous(input, dtype), [w.to(dtype).contiguous() for w in weights],
+               _contiguous(hx, dtype), _contiguous(cx, dtype),
+               [m.to(dtype).contiguous() for m in dropout_masks])
+    return _Native(input, fields, dtype), sizes, dtype, tensors
 
 
-def _require_cpu(input: Tensor) -> None:
-    if input.device.type == "cuda":
-        cuda_module()  # raises a clear error when the build has no CUDA module
-        raise NotImplementedError(
-            "fastrnn: the CUDA RNN kernels are not implemented yet in this version; "
-            "run the module on CPU tensors")
-    if input.device.type != "cpu":
-        raise RuntimeError(f"fastrnn runs on CPU (and, with its CUDA module, CUDA) tensors; got "
-                           f"a tensor on {input.device}")
+def _check_device(input: Tensor) -> None:
+    if input.device.type not in ("cpu", "cuda"):
+        raise RuntimeError(f"fastrnn runs on CPU and CUDA tensors; got a tensor on "
+                           f"{input.device}")
 
 
 def _rnn_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
@@ -109,18 +137,19 @@ def _rnn_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Op
     cx [L*D, B, H] or None (LSTM); dropout_masks: none or L-1 masks shaped like the output.
     output [T, B, D*O] or [N, D*O]; cy is empty unless LSTM; reserve is saved for backward.
     """
-    dtype, desc, (T, B, N, H, O, D), (input, weights, hx, cx, masks) = _prepare(
+    out_dtype = input.dtype
+    native, (T, B, N, H, O, D), dtype, (input, weights, hx, cx, masks) = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
         proj_size, has_bias)
     output = input.new_empty(input.shape[:-1] + (D * O,))
     hy = input.new_empty(num_layers * D, B, O)
     cy = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
-    reserve = input.new_empty(N * desc.reserve_elems_per_row)
-    workspace = input.new_empty(desc.workspace_elems(False, dtype))
-    _C.rnn_forward(desc, dtype, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
+    reserve = input.new_empty(N * native.desc.reserve_elems_per_row)
+    workspace = input.new_empty(native.workspace_elems(False))
+    native.forward(_ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
                    [_ptr(m) for m in masks], _ptr(output), _ptr(hy), _ptr(cy), _ptr(reserve),
-                   _ptr(workspace), torch.get_num_threads())
-    return output, hy, cy, reserve
+                   _ptr(workspace))
+    return output.to(out_dtype), hy.to(out_dtype), cy.to(out_dtype), reserve
 
 
 rnn = torch.library.custom_op("fastrnn::rnn", mutates_args=())(_rnn_impl)
@@ -160,7 +189,8 @@ def _(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidi
     output = input.new_empty(input.shape[:-1] + (D * O,))
     hy = input.new_empty(num_layers * D, B, O)
     cy = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
-    return output, hy, cy, input.new_empty(N * per_row)
+    reserve = input.new_empty(N * per_row, dtype=_reserve_dtype(input.dtype, input.device.type))
+    return output, hy, cy, reserve
 
 
 @torch.library.custom_op("fastrnn::rnn_backward", mutates_args=())
@@ -172,21 +202,23 @@ def rnn_backward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
                  has_bias: bool) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
     """Backprop through time of ``rnn``. Returns (grad_input, grad_hx, grad_cx, grad_weights);
     grad_cx is empty unless LSTM. grad_hy / grad_cy None mean zero."""
-    dtype, desc, (T, B, N, H, O, D), (input, weights, hx, cx, masks) = _prepare(
+    in_dtype, weight_dtypes = input.dtype, [w.dtype for w in weights]
+    native, (T, B, N, H, O, D), dtype, (input, weights, hx, cx, masks) = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
         proj_size, has_bias)
-    grad_output, grad_hy, grad_cy = (_contiguous(g) for g in (grad_output, grad_hy, grad_cy))
+    grad_output, grad_hy, grad_cy = (_contiguous(g, dtype)
+                                     for g in (grad_output, grad_hy, grad_cy))
     grad_input = torch.empty_like(input)
     grad_hx = input.new_empty(num_layers * D, B, O)
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
     grad_weights = [torch.empty_like(w) for w in weights]
-    workspace = input.new_empty(desc.workspace_elems(True, dtype))
-    _C.rnn_backward(desc, dtype, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
-                    [_ptr(m) for m in masks], _ptr(reserve), _ptr(grad_output),
-                    _ptr(grad_hy), _ptr(grad_cy), _ptr(grad_input), _ptr(grad_hx),
-                    _ptr(grad_cx), [_ptr(g) for g in grad_weights], _ptr(workspace),
-                    torch.get_num_threads())
-    return grad_input, grad_hx, grad_cx, grad_weights
+    workspace = input.new_empty(native.workspace_elems(True))
+    native.backward(_ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
+                    [_ptr(m) for m in masks], _ptr(reserve), _ptr(grad_output), _ptr(grad_hy),
+                    _ptr(grad_cy), _ptr(grad_input), _ptr(grad_hx), _ptr(grad_cx),
+                    [_ptr(g) for g in grad_weights], _ptr(workspace))
+    return (grad_input.to(in_dtype), grad_hx.to(in_dtype), grad_cx.to(in_dtype),
+            [g.to(wd) for g, wd in zip(grad_weights, weight_dtypes)])
 
 
 @rnn_backward.register_fake

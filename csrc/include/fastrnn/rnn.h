@@ -122,6 +122,11 @@ struct RnnBackwardArgs {
   void* workspace = nullptr;
 };
 
+// Preconditions every backend checks before touching memory (std::invalid_argument otherwise):
+// pointer counts, non-null buffers where the sizes need them, a finalized descriptor.
+void check_forward_args(const RnnDesc& desc, const RnnForwardArgs& args, bool needs_workspace);
+void check_backward_args(const RnnDesc& desc, const RnnBackwardArgs& args, bool needs_workspace);
+
 // CPU entry points; `threads` workers (clamped to the machine) split every step's work.
 // Results are bitwise identical for any thread count.
 void rnn_forward_cpu(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args, int threads);
