@@ -24,8 +24,15 @@ python3 -m pytest -q -k "cuda or CUDA" tests > "$out/tests-cuda.log" 2>&1
 echo "CUDA tests: $(tail -1 "$out/tests-cuda.log")"
 python3 bench/bench_ctc.py --device cuda --out "$out" > "$out/bench-ctc.log" 2>&1
 tail -12 "$out/bench-ctc.log"
+# RNNs against cuDNN: the two smallest GPU shapes, then the headline shape (B=16, H=768).
+python3 bench/run.py --device cuda --quick --no-plot --out "$out/gpu-rnn-quick.json" \
+  > "$out/bench-rnn-quick.log" 2>&1
+tail -20 "$out/bench-rnn-quick.log"
+python3 bench/run.py --device cuda --shapes '1024x16x768x768' --modes fwd,fwdbwd --no-packed \
+  --no-proj --no-plot --out "$out/gpu-rnn-headline.json" > "$out/bench-rnn-headline.log" 2>&1
+tail -12 "$out/bench-rnn-headline.log"
 if command -v compute-sanitizer > /dev/null; then
-  compute-sanitizer --tool memcheck python3 -m pytest -q -x -k "cuda and ctc" tests \
-    > "$out/memcheck.log" 2>&1
+  compute-sanitizer --tool memcheck python3 -m pytest -q -x \
+    -k "cuda and (ctc or gradcheck or matches_cpu_backend)" tests > "$out/memcheck.log" 2>&1
   echo "memcheck: $(grep -E 'ERROR SUMMARY|passed|failed' "$out/memcheck.log" | tail -2 | tr '\n' ' ')"
 fi
