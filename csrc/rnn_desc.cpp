@@ -3,9 +3,7 @@
 #include <numeric>
 #include <utility>
 
-#include "cells/gru.h"
-#include "cells/lstm.h"
-#include "cells/rnn.h"
+#include "cells/dispatch.h"
 #include "fastrnn/rnn.h"
 
 namespace fastrnn {
@@ -68,23 +66,11 @@ void RnnDesc::finalize() {
 namespace {
 
 // (values saved per unit and row, whether there is a cell state) of a cell kind.
-template <class Cell>
-constexpr std::pair<int64_t, bool> saved_shape() {
-  return {Cell::kSaved, Cell::kHasCell};
-}
-
-std::pair<int64_t, bool> saved_shape(CellKind cell) {
-  switch (cell) {
-    case CellKind::RnnTanh:
-      return saved_shape<cells::RnnTanh>();
-    case CellKind::RnnRelu:
-      return saved_shape<cells::RnnRelu>();
-    case CellKind::Lstm:
-      return saved_shape<cells::Lstm>();
-    case CellKind::Gru:
-      return saved_shape<cells::Gru>();
-  }
-  throw std::invalid_argument("fastrnn: unknown cell kind");
+std::pair<int64_t, bool> saved_shape(CellKind kind) {
+  return cells::with_cell(kind, [](auto cell) {
+    using Cell = decltype(cell);
+    return std::pair<int64_t, bool>{Cell::kSaved, Cell::kHasCell};
+  });
 }
 
 }  // namespace

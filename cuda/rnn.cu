@@ -10,9 +10,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "cells/gru.h"
-#include "cells/lstm.h"
-#include "cells/rnn.h"
+#include "cells/dispatch.h"
 #include "check.cuh"
 #include "cublas.cuh"
 #include "rnn.cuh"
@@ -483,20 +481,6 @@ class CudaDriver {
   const int64_t N_, B_, H_, O_, P_, D_, L_, GH_;
 };
 
-template <class F>
-auto with_cell(CellKind cell, F&& f) {
-  switch (cell) {
-    case CellKind::RnnTanh:
-      return f(cells::RnnTanh{});
-    case CellKind::RnnRelu:
-      return f(cells::RnnRelu{});
-    case CellKind::Lstm:
-      return f(cells::Lstm{});
-    case CellKind::Gru:
-      return f(cells::Gru{});
-  }
-  throw std::invalid_argument("fastrnn: unknown cell kind");
-}
 
 // Passes the driver type for the problem's cell and dtype to f as Tag<Driver>.
 template <class D>
@@ -506,7 +490,7 @@ struct Tag {
 
 template <class F>
 auto with_types(const RnnDesc& desc, DType dtype, F&& f) {
-  return with_cell(desc.cell, [&](auto cell) {
+  return cells::with_cell(desc.cell, [&](auto cell) {
     using Cell = decltype(cell);
     switch (dtype) {
       case DType::Float32:

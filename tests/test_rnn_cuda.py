@@ -14,8 +14,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 import fastrnn
 from fastrnn import _ops
 from pairs import fr_class, make_pair
-from test_rnn_ops import CONFIGS, make_problem, outputs
-from test_rnn_vs_torch import GRID, MODES, Case, compare, draw_sizes, flat_outputs, make_case
+from test_rnn_ops import (CONFIGS, assert_bitwise_deterministic, gradcheck_op, make_problem,
+                          outputs)
+from test_rnn_vs_torch import GRID, MODES, Case, flat_outputs, make_case, run_grid_case
 
 requires_cuda = pytest.mark.skipif(
     not (torch.cuda.is_available() and fastrnn.cuda_build_available()),
@@ -45,30 +46,10 @@ def test_cuda_module_sizes_workspaces_without_a_device():
         cuda.rnn_workspace_elems((2, 1, 1, 3, 5, 0, True, 2, 3, [3, 4]), False, 0)
 
 
-def on_cuda(case, device="cuda"):
-    """The same case with its leaves copied to the GPU (still leaves that require grad)."""
-    leaf = lambda t: None if t is None else t.detach().to(device).requires_grad_(t.requires_grad)  # noqa: E731
-    return Case(x=leaf(case.x), lengths=case.lengths, form=case.form,
-                batch_first=case.batch_first, h0=leaf(case.h0), c0=leaf(case.c0))
-
-
 @requires_cuda
 @pytest.mark.parametrize("cfg", GRID)
 def test_grid_vs_cudnn(cfg, rng, assert_close):
-    mode, form = cfg["mode"], cfg["form"]
-    dtype = getattr(torch, cfg["dtype"])
-    torch_cls, extra = MODES[mode]
-    I, H, P, T, B = draw_sizes(rng, mode, form)
-    kwargs = dict(num_layers=cfg["num_layers"], bias=cfg["bias"], batch_first=cfg["batch_first"],
-                  bidirectional=cfg["bidirectional"], dtype=dtype, **extra)
-    if mode == "lstm_proj":
-        kwargs["proj_size"] = P
-    ref, mod = make_pair(torch_cls, I, H, **kwargs)
-    ref, mod = ref.cuda(), mod.cuda()
-    compare(ref, mod, lambda: on_cuda(make_case(rng, ref, form=form, T=T, B=B,
-                                                batch_first=cfg["batch_first"],
-                                                with_state=cfg["state"] == "h0", dtype=dtype)),
-            assert_close, dtype)
+    run_grid_case(cfg, rng, assert_close, device="cuda")
 
 
 def _grads(module, case):
@@ -93,7 +74,7 @@ def test_cuda_matches_cpu_backend(mode, form, rng, assert_close):
     case = make_case(rng, cpu, form=form, T=7, B=4, batch_first=False, with_state=True,
                      dtype=torch.float64)
     cpu_outs, cpu_grads = _grads(cpu, case)
-    gpu_outs, gpu_grads = _grads(gpu, on_cuda(case))
+    gpu_outs, gpu_grads = _grads(gpu, case.to("cuda"))
     for a, b in zip(gpu_outs + list(gpu_grads), cpu_outs + list(cpu_grads)):
         assert_close(a.cpu(), b)
 
@@ -109,16 +90,7 @@ def _cuda_problem(config, dtype, **kw):
 @requires_cuda
 @pytest.mark.parametrize("config", CONFIGS)
 def test_cuda_gradcheck_float64(config):
-    args = _cuda_problem(config, torch.float64, with_masks=True)
-    x, weights, hx, cx = args[:4]
-    inputs = [x, hx, *weights] + ([cx] if cx is not None else [])
-    n_w = len(weights)
-
-    def fn(x, hx, *rest):
-        ws, cx = list(rest[:n_w]), (rest[n_w] if len(rest) > n_w else None)
-        return outputs((x, ws, hx, cx) + args[4:])
-
-    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert gradcheck_op(_cuda_problem(config, torch.float64, with_masks=True))
 
 
 @requires_cuda
@@ -130,15 +102,8 @@ def test_cuda_opcheck(config):
 @requires_cuda
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN_TANH"])
 def test_cuda_bitwise_deterministic(cell):
-    args = _cuda_problem((cell, 2, True, 0, True, True), torch.float32, T=6, B=3, I=5, H=7,
-                         with_masks=True)
-    runs = []
-    for _ in range(2):
-        outs = outputs(args)
-        leaves = [args[0], args[2], *args[1]]
-        runs.append(outs + torch.autograd.grad(sum(o.sum() for o in outs), leaves))
-    for a, b in zip(*runs):
-        assert torch.equal(a, b)
+    assert_bitwise_deterministic(_cuda_problem((cell, 2, True, 0, True, True), torch.float32,
+                                               T=6, B=3, I=5, H=7, with_masks=True))
 
 
 @requires_cuda
@@ -206,7 +171,7 @@ def test_more_than_65535_steps(assert_close):
     x = torch.randn(70_000, 2, 2, dtype=torch.float64) * 0.1
     case = Case(x=x.requires_grad_())
     cpu_outs, cpu_grads = _grads(cpu, case)
-    gpu_outs, gpu_grads = _grads(gpu, on_cuda(case))
+    gpu_outs, gpu_grads = _grads(gpu, case.to("cuda"))
     for a, b in zip(gpu_outs + list(gpu_grads), cpu_outs + list(cpu_grads)):
         assert_close(a.cpu(), b, rtol=1e-8, atol=1e-8)
 

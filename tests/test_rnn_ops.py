@@ -60,9 +60,8 @@ def outputs(args):
     return (output, hy, cy) if args[6] == "LSTM" else (output, hy)
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-def test_gradcheck_float64(config):
-    args = make_problem(*config, torch.float64, with_masks=True)
+def gradcheck_op(args):
+    """float64 gradcheck of fastrnn::rnn's outputs w.r.t. x, hx, cx and every weight."""
     x, weights, hx, cx = args[:4]
     inputs = [x, hx, *weights] + ([cx] if cx is not None else [])
     n_w = len(weights)
@@ -71,7 +70,12 @@ def test_gradcheck_float64(config):
         ws, cx = list(rest[:n_w]), (rest[n_w] if len(rest) > n_w else None)
         return outputs((x, ws, hx, cx) + args[4:])
 
-    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+    return torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_gradcheck_float64(config):
+    assert gradcheck_op(make_problem(*config, torch.float64, with_masks=True))
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -113,10 +117,8 @@ def test_double_backward_raises():
         torch.autograd.grad(output.sum(), args[0], create_graph=True)
 
 
-@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN_TANH"])
-def test_bitwise_deterministic(cell):
-    args = make_problem(cell, 2, True, 0, True, True, torch.float32, T=6, B=3, I=5, H=7,
-                        with_masks=True)
+def assert_bitwise_deterministic(args):
+    """Two runs of the op, forward and every gradient, give the same bits."""
     runs = []
     for _ in range(2):
         outs = outputs(args)
@@ -124,6 +126,12 @@ def test_bitwise_deterministic(cell):
         runs.append(outs + torch.autograd.grad(sum(o.sum() for o in outs), leaves))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN_TANH"])
+def test_bitwise_deterministic(cell):
+    assert_bitwise_deterministic(make_problem(cell, 2, True, 0, True, True, torch.float32, T=6,
+                                              B=3, I=5, H=7, with_masks=True))
 
 
 def _lstm_pair(dropout):

@@ -100,6 +100,12 @@ class Case:
     def leaves(self):
         return [t for t in (self.x, self.h0, self.c0) if t is not None and t.requires_grad]
 
+    def to(self, device):
+        """The same case with its tensors as leaves on `device` (requires_grad kept)."""
+        leaf = lambda t: None if t is None else t.detach().to(device).requires_grad_(t.requires_grad)  # noqa: E731
+        return Case(x=leaf(self.x), lengths=self.lengths, form=self.form,
+                    batch_first=self.batch_first, h0=leaf(self.h0), c0=leaf(self.c0))
+
 
 def make_case(rng, module, *, form, T, B, batch_first, with_state, dtype, x_requires_grad=True):
     I, H = module.input_size, module.hidden_size
@@ -281,20 +287,26 @@ def test_grid_covers_every_axis_value():
         assert seen == want, axes
 
 
-@pytest.mark.parametrize("cfg", GRID)
-def test_forward_backward_vs_torch(cfg, rng, assert_close):
+def run_grid_case(cfg, rng, assert_close, device="cpu"):
+    """One grid row on `device`: torch's module and fastrnn's, same weights, compared."""
     mode, form = cfg["mode"], cfg["form"]
     dtype = getattr(torch, cfg["dtype"])
     torch_cls, extra = MODES[mode]
     I, H, P, T, B = draw_sizes(rng, mode, form)
     kwargs = dict(num_layers=cfg["num_layers"], bias=cfg["bias"], batch_first=cfg["batch_first"],
-                  bidirectional=cfg["bidirectional"], dtype=dtype, device="cpu", **extra)
+                  bidirectional=cfg["bidirectional"], dtype=dtype, **extra)
     if mode == "lstm_proj":
         kwargs["proj_size"] = P
     ref, mod = make_pair(torch_cls, I, H, **kwargs)
+    ref, mod = ref.to(device), mod.to(device)
     compare(ref, mod, lambda: make_case(rng, ref, form=form, T=T, B=B, batch_first=cfg["batch_first"],
-                                        with_state=cfg["state"] == "h0", dtype=dtype),
+                                        with_state=cfg["state"] == "h0", dtype=dtype).to(device),
             assert_close, dtype)
+
+
+@pytest.mark.parametrize("cfg", GRID)
+def test_forward_backward_vs_torch(cfg, rng, assert_close):
+    run_grid_case(cfg, rng, assert_close)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,24 +5,12 @@
 
 #include "cpu/isa.h"
 #include "cpu/recurrence.h"
+#include "cells/dispatch.h"
 
 namespace fastrnn::cpu::FASTRNN_ISA {
 namespace {
 
-template <class F>
-auto with_cell(CellKind kind, F&& f) {
-  switch (kind) {
-    case CellKind::RnnTanh:
-      return f(cells::RnnTanh{});
-    case CellKind::RnnRelu:
-      return f(cells::RnnRelu{});
-    case CellKind::Lstm:
-      return f(cells::Lstm{});
-    case CellKind::Gru:
-      return f(cells::Gru{});
-  }
-  throw std::invalid_argument("fastrnn: unknown cell kind");
-}
+using cells::with_cell;
 
 template <class F>
 void with_dtype(DType dtype, F&& f) {
