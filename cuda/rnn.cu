@@ -1,5 +1,6 @@
-// CUDA RNN driver, per-step path (see rnn.cuh): cuBLAS GEMMs plus one pointwise kernel per step
-// that runs the cell's math from csrc/cells/, forward and backward.
+// CUDA RNN driver (see rnn.cuh): cuBLAS GEMMs plus one pointwise kernel per step that runs the
+// cell's math from csrc/cells/, forward and backward; in forward, the persistent kernel of
+// persistent.cuh replaces the per-step loop when the problem fits.
 //
 // States: the running h of a (layer, direction) lives in hy (c in cy), initialised from h0/c0, and
 // is updated in place: at step t the recurrent GEMM reads rows [0, batch_sizes[t]) before the
@@ -13,6 +14,7 @@
 #include "cells/dispatch.h"
 #include "check.cuh"
 #include "cublas.cuh"
+#include "persistent.cuh"
 #include "rnn.cuh"
 
 namespace fastrnn {
@@ -197,9 +199,10 @@ class CudaDriver {
   static constexpr int S = Cell::kSaved;
 
  public:
-  CudaDriver(const RnnDesc& desc, cudaStream_t stream)
+  CudaDriver(const RnnDesc& desc, int device, cudaStream_t stream)
       : desc_(desc),
         layout_(desc),
+        device_(device),
         stream_(stream),
         N_(desc.total_rows()),
         B_(desc.batch),
@@ -212,7 +215,7 @@ class CudaDriver {
 
   static int64_t workspace_elems(const RnnDesc& desc, Pass pass) {
     Workspace count{nullptr};
-    CudaDriver(desc, nullptr).carve(count, pass);
+    CudaDriver(desc, 0, nullptr).carve(count, pass);
     return count.used;
   }
 
@@ -220,6 +223,7 @@ class CudaDriver {
     T* reserve = static_cast<T*>(a.reserve);
     Workspace ws{static_cast<T*>(a.workspace)};
     const Buffers buf = carve(ws, Pass::Forward);
+    copy_offsets(buf);
     for (int64_t l = 0; l < L_; ++l) {
       const T* x_l = layer_input(a, reserve, buf.masked, l);
       T* y_l = reserve + layout_.layer_out(N_, l);
@@ -233,9 +237,7 @@ class CudaDriver {
     const T* reserve = static_cast<const T*>(f.reserve);
     Workspace ws{static_cast<T*>(a.workspace)};
     const Buffers buf = carve(ws, Pass::Backward);
-    FASTRNN_CUDA_CHECK(cudaMemcpyAsync(buf.offsets, desc_.offsets.data(),
-                                       desc_.offsets.size() * sizeof(int64_t),
-                                       cudaMemcpyHostToDevice, stream_));
+    copy_offsets(buf);
     const T* dy_l = static_cast<const T*>(a.dy);
     for (int64_t l = L_ - 1; l >= 0; --l) {
       const T* x_l = layer_input(f, reserve, buf.masked, l);
@@ -264,10 +266,11 @@ class CudaDriver {
     }
   };
   struct Buffers {
-    int64_t* offsets;  // [T + 1] the steps' first rows, on the device (backward)
+    int64_t* offsets;  // [T + 1] the steps' first rows, on the device
     T* masked;         // [N, D*O] previous layer's output times its dropout mask (L > 1)
     T* dy_next[2];     // [N, D*O] gradient flowing to the layer below (backward, L > 1)
     T* hg;             // [B, G*H] h_{t-1} W_hh^T of one step (forward)
+    T* h_steps;        // [2][B][O] the persistent kernel's double-buffered h (forward)
     T* h_prev;         // [N, O] the h each row's step started from (backward)
     T* c_prev;         // [N, H] likewise c (backward, LSTM)
     T* dgi;            // [N, G*H] (backward)
@@ -283,11 +286,12 @@ class CudaDriver {
     // First, so that it is 8-byte aligned whatever T is (the workspace itself is aligned).
     const int64_t offset_elems = (int64_t(sizeof(int64_t)) * (desc_.seq_len + 1) + sizeof(T) - 1) /
                                  int64_t(sizeof(T));
-    buf.offsets = reinterpret_cast<int64_t*>(ws.take(bwd ? offset_elems : 0));
+    buf.offsets = reinterpret_cast<int64_t*>(ws.take(offset_elems));
     buf.masked = ws.take(masked);
     buf.dy_next[0] = ws.take(bwd ? masked : 0);
     buf.dy_next[1] = ws.take(bwd ? masked : 0);
     buf.hg = ws.take(bwd ? 0 : B_ * GH_);
+    buf.h_steps = ws.take(bwd ? 0 : 2 * B_ * O_);
     if (bwd) {
       buf.h_prev = ws.take(N_ * O_);
       buf.c_prev = ws.take(Cell::kHasCell ? N_ * H_ : 0);
@@ -300,6 +304,13 @@ class CudaDriver {
   }
 
   void check_launch() const { FASTRNN_CUDA_CHECK_LAUNCH(); }
+
+  // The host's offsets (pageable memory: the copy has left it when cudaMemcpyAsync returns).
+  void copy_offsets(const Buffers& buf) const {
+    FASTRNN_CUDA_CHECK(cudaMemcpyAsync(buf.offsets, desc_.offsets.data(),
+                                       desc_.offsets.size() * sizeof(int64_t),
+                                       cudaMemcpyHostToDevice, stream_));
+  }
 
   void copy(const T* src, int64_t n, T* dst) const {
     if (n > 0) {
@@ -358,6 +369,7 @@ class CudaDriver {
 
     // Input projection of every row at once, into the first G*H columns of the gate block.
     gemm(Op::N, Op::T, N_, GH_, in_l, x_l, in_l, w.w_ih, in_l, false, gates, SH);
+    if (P_ == 0 && run_persistent(w, d, gates, c, cells, y_l + d * O_, h, buf)) return;
     for (int64_t s = 0; s < desc_.seq_len; ++s) {
       const int64_t t = d == 1 ? desc_.seq_len - 1 - s : s;
       const int64_t bs = desc_.rows_at(t), off = desc_.offset_at(t);
@@ -377,6 +389,18 @@ class CudaDriver {
                                              stream_));
       }
     }
+  }
+
+  // The time loop as one persistent kernel when it fits (see persistent.cuh); h is the running
+  // state (initial state in, final state out). False when the per-step path must run instead.
+  bool run_persistent(const LayerWeights& w, int64_t d, T* gates, T* c, T* cells, T* y_col, T* h,
+                      const Buffers& buf) const {
+    persistent::ForwardParams<T> p{desc_.seq_len, B_, H_, O_, D_ * O_, 0, d == 1, buf.offsets,
+                                   gates, w.w_hh, w.b_ih, w.b_hh, buf.h_steps, c, cells, y_col};
+    copy(h, B_ * O_, buf.h_steps);
+    if (!persistent::try_forward<Cell, T>(p, device_, stream_)) return false;
+    copy(buf.h_steps + (desc_.seq_len % 2) * B_ * O_, B_ * O_, h);
+    return true;
   }
 
   void backward_recurrence(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* dy_l,
@@ -477,6 +501,7 @@ class CudaDriver {
 
   const RnnDesc& desc_;
   ReserveLayout layout_;
+  int device_;
   cudaStream_t stream_;
   const int64_t N_, B_, H_, O_, P_, D_, L_, GH_;
 };
@@ -515,7 +540,7 @@ void rnn_forward_cuda(const RnnDesc& desc, DType dtype, const RnnForwardArgs& ar
   check_forward_args(desc, args, workspace_elems_cuda(desc, Pass::Forward, dtype) > 0);
   DeviceGuard guard(device);
   with_types(desc, dtype, [&](auto tag) {
-    typename decltype(tag)::type(desc, stream).forward(args);
+    typename decltype(tag)::type(desc, device, stream).forward(args);
     return 0;
   });
 }
@@ -525,9 +550,13 @@ void rnn_backward_cuda(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& 
   check_backward_args(desc, args, workspace_elems_cuda(desc, Pass::Backward, dtype) > 0);
   DeviceGuard guard(device);
   with_types(desc, dtype, [&](auto tag) {
-    typename decltype(tag)::type(desc, stream).backward(args);
+    typename decltype(tag)::type(desc, device, stream).backward(args);
     return 0;
   });
 }
+
+void set_persistent_kernels(bool enabled) { persistent::enabled().store(enabled); }
+bool persistent_kernels_enabled() { return persistent::enabled().load(); }
+int64_t persistent_kernel_launches() { return persistent::launches().load(); }
 
 }  // namespace fastrnn

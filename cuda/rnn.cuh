@@ -8,7 +8,8 @@
 // row; then per step a cuBLAS GEMM for h_{t-1} W_hh^T and one kernel for the cell's pointwise
 // math (csrc/cells/); in backward, per step the cell's backward kernel and a GEMM for
 // dh_{t-1} = dG W_hh, then whole-sequence GEMMs for the weight and input gradients.
-// Sequence length is a host loop: any T works (no 65,535-step grid limit).
+// Sequence length is a host loop: any T works (no 65,535-step grid limit). Forward runs the time
+// loop of a (layer, direction) as one persistent kernel instead when it fits (persistent.cuh).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -26,5 +27,11 @@ void rnn_forward_cuda(const RnnDesc& desc, DType dtype, const RnnForwardArgs& ar
                       cudaStream_t stream);
 void rnn_backward_cuda(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int device,
                        cudaStream_t stream);
+
+// Whether forward may use the persistent kernel (default true); false forces the per-step path.
+void set_persistent_kernels(bool enabled);
+bool persistent_kernels_enabled();
+// Persistent kernels launched by this process so far (tests check which path ran).
+int64_t persistent_kernel_launches();
 
 }  // namespace fastrnn

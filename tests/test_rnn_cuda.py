@@ -184,3 +184,51 @@ def test_packed_sequence_on_cuda_keeps_metadata():
     out, h = mod(packed)
     assert isinstance(out, PackedSequence) and out.data.is_cuda
     assert torch.equal(out.batch_sizes, packed.batch_sizes)
+
+
+@pytest.fixture
+def persistent_switch():
+    """Sets whether forward may use the persistent kernel; restores the setting afterwards."""
+    cuda = fastrnn._backend.cuda_module()
+    saved = cuda.persistent_kernels_enabled()
+    yield cuda.set_persistent_kernels
+    cuda.set_persistent_kernels(saved)
+
+
+@requires_cuda
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+@pytest.mark.parametrize("shape", [(9, 3, 5, 7), (33, 16, 64, 768)], ids=["small", "H768"])
+@pytest.mark.parametrize("form", ["padded", "packed_unsorted"])
+def test_persistent_forward_matches_per_step(mode, shape, form, persistent_switch, rng,
+                                             assert_close):
+    """The persistent forward kernel against the per-step path, with backward (which reads the
+    reserve the persistent kernel wrote) on top; H=768 puts several units in each block."""
+    cuda = fastrnn._backend.cuda_module()
+    T, B, I, H = shape
+    torch_cls, extra = MODES[mode]
+    mod = fr_class(torch_cls)(I, H, num_layers=2, bidirectional=True, **extra).cuda()
+    case = make_case(rng, mod, form=form, T=T, B=B, batch_first=False, with_state=True,
+                     dtype=torch.float32).to("cuda")
+    runs = []
+    for persistent in (False, True):
+        persistent_switch(persistent)
+        before = cuda.persistent_kernel_launches()
+        runs.append(_grads(mod, case))
+        launched = cuda.persistent_kernel_launches() - before
+        assert launched == (4 if persistent else 0)  # 2 layers x 2 directions
+    (outs_step, grads_step), (outs_pers, grads_pers) = runs
+    for a, b in zip(outs_pers + list(grads_pers), outs_step + list(grads_step)):
+        assert_close(a, b)
+
+
+@requires_cuda
+def test_persistent_forward_falls_back_when_weights_do_not_fit(persistent_switch, assert_close):
+    cuda = fastrnn._backend.cuda_module()
+    persistent_switch(True)
+    ref, mod = make_pair(nn.LSTM, 16, 4096)  # G*H*H floats: more than all the shared memory
+    ref, mod = ref.cuda(), mod.cuda()
+    x = torch.randn(3, 2, 16, device="cuda")
+    before = cuda.persistent_kernel_launches()
+    out, _ = mod(x)
+    assert cuda.persistent_kernel_launches() == before
+    assert_close(out, ref(x)[0])
