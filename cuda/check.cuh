@@ -17,6 +17,22 @@ inline void check(cudaError_t status, const char* call, const char* file, int li
   }
 }
 
+// Makes `device` current for the guard's lifetime, then restores the previous device. The
+// module's runtime is its own (static), so every entry point sets the device of its tensors.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    check(cudaGetDevice(&previous_), "cudaGetDevice", __FILE__, __LINE__);
+    if (device != previous_) check(cudaSetDevice(device), "cudaSetDevice", __FILE__, __LINE__);
+  }
+  ~DeviceGuard() { cudaSetDevice(previous_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
 }  // namespace fastrnn::cuda
 
 #define FASTRNN_CUDA_CHECK(call) ::fastrnn::cuda::check((call), #call, __FILE__, __LINE__)

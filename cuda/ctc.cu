@@ -341,13 +341,14 @@ int64_t ctc_cuda_workspace_bytes(const CtcDesc& desc, DType dtype) {
 }
 
 void ctc_forward_cuda(const CtcDesc& desc, DType dtype, const CtcForwardArgs& args,
-                      void* stream) {
+                      int device, void* stream) {
   check_args(desc, dtype, args.input, args.targets, args.target_offsets, args.input_lengths,
              args.target_lengths, args.workspace);
   FASTRNN_CHECK(desc.batch == 0 || args.loss, "ctc: missing loss");
   FASTRNN_CHECK(!desc.from_logits || desc.batch == 0 || args.row_lse, "ctc: missing row_lse");
   FASTRNN_CHECK(desc.batch <= INT32_MAX, "ctc: batch too large for one grid");
   if (desc.batch == 0) return;
+  cuda::DeviceGuard guard(device);
   if (dtype == DType::Float32) {
     launch_forward<float>(desc, args, static_cast<cudaStream_t>(stream));
   } else {
@@ -356,7 +357,7 @@ void ctc_forward_cuda(const CtcDesc& desc, DType dtype, const CtcForwardArgs& ar
 }
 
 void ctc_backward_cuda(const CtcDesc& desc, DType dtype, const CtcBackwardArgs& args,
-                       void* stream) {
+                       int device, void* stream) {
   check_args(desc, dtype, args.input, args.targets, args.target_offsets, args.input_lengths,
              args.target_lengths, args.workspace);
   FASTRNN_CHECK(desc.batch == 0 || (args.log_alpha && args.grad_loss && args.grad_input),
@@ -364,6 +365,7 @@ void ctc_backward_cuda(const CtcDesc& desc, DType dtype, const CtcBackwardArgs& 
   FASTRNN_CHECK(!desc.from_logits || desc.batch == 0 || args.row_lse, "ctc: missing row_lse");
   FASTRNN_CHECK(desc.batch <= INT32_MAX, "ctc: batch too large for one grid");
   if (desc.batch == 0) return;
+  cuda::DeviceGuard guard(device);
   if (dtype == DType::Float32) {
     launch_backward<float>(desc, args, static_cast<cudaStream_t>(stream));
   } else {

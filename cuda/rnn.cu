@@ -178,21 +178,6 @@ __global__ void column_sums_kernel(int64_t N, int64_t cols, const T* m, T* out) 
   }
 }
 
-// Sets the current device for the lifetime of the guard, then restores the previous one.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    FASTRNN_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (device != previous_) FASTRNN_CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceGuard() { cudaSetDevice(previous_); }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0;
-};
-
 template <class T, class Cell>
 class CudaDriver {
   static constexpr int G = Cell::kGates;
@@ -314,7 +299,8 @@ class CudaDriver {
 
   void copy(const T* src, int64_t n, T* dst) const {
     if (n > 0) {
-      FASTRNN_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(T), cudaMemcpyDeviceToDevice, stream_));
+      FASTRNN_CUDA_CHECK(
+          cudaMemcpyAsync(dst, src, n * sizeof(T), cudaMemcpyDeviceToDevice, stream_));
     }
   }
   // dst = src, or zeros when src is null.
@@ -538,7 +524,7 @@ int64_t workspace_elems_cuda(const RnnDesc& desc, Pass pass, DType dtype) {
 void rnn_forward_cuda(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args, int device,
                       cudaStream_t stream) {
   check_forward_args(desc, args, workspace_elems_cuda(desc, Pass::Forward, dtype) > 0);
-  DeviceGuard guard(device);
+  cuda::DeviceGuard guard(device);
   with_types(desc, dtype, [&](auto tag) {
     typename decltype(tag)::type(desc, device, stream).forward(args);
     return 0;
@@ -548,7 +534,7 @@ void rnn_forward_cuda(const RnnDesc& desc, DType dtype, const RnnForwardArgs& ar
 void rnn_backward_cuda(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int device,
                        cudaStream_t stream) {
   check_backward_args(desc, args, workspace_elems_cuda(desc, Pass::Backward, dtype) > 0);
-  DeviceGuard guard(device);
+  cuda::DeviceGuard guard(device);
   with_types(desc, dtype, [&](auto tag) {
     typename decltype(tag)::type(desc, device, stream).backward(args);
     return 0;

@@ -81,7 +81,10 @@ def test_cuda_matches_cpu_backend(mode, form, rng, assert_close):
 
 def _cuda_problem(config, dtype, **kw):
     args = make_problem(*config, dtype, **kw)
-    move = lambda t: None if t is None else t.detach().cuda().requires_grad_(t.requires_grad)  # noqa: E731
+
+    def move(t):
+        return None if t is None else t.detach().cuda().requires_grad_(t.requires_grad)
+
     x, weights, hx, cx, batch_sizes, masks = args[:6]
     return (move(x), [move(w) for w in weights], move(hx), move(cx), batch_sizes,
             [m.cuda() for m in masks]) + args[6:]

@@ -52,6 +52,7 @@ def _run_native(entry: str, input: Tensor, sizes: tuple, ptrs: dict) -> None:
             ws = torch.empty(mod.ctc_cuda_workspace_bytes(*sizes, _dtype_code(input.dtype)),
                              dtype=torch.uint8, device=input.device)
             getattr(mod, entry)(*sizes, _dtype_code(input.dtype), workspace=_addr(ws),
+                                device=input.device.index,
                                 stream=torch.cuda.current_stream().cuda_stream, **ptrs)
     else:
         desc = _C.CtcDesc(*sizes)

@@ -103,15 +103,16 @@ void ctc_backward_cpu(const CtcDesc& desc, DType dtype, const CtcBackwardArgs& a
 
 namespace fastrnn {
 
-// CUDA (cuda/ctc.cu; only in the fastrnn._cuda module). Every pointer is device memory on the
-// current device, including the int64 length, offset and target arrays; work is queued on
+// CUDA (cuda/ctc.cu; only in the fastrnn._cuda module). Every pointer is device memory on
+// `device`, including the int64 length, offset and target arrays; work is queued on
 // `stream` (a cudaStream_t) and nothing is allocated. One thread block per batch element. The
 // arrays' values are not checked on the host (that would need a copy and a synchronization): the
 // torch layer validates them, and an element whose lengths are out of range gets a NaN loss and a
 // zero gradient instead of an out-of-bounds access.
 int64_t ctc_cuda_workspace_bytes(const CtcDesc& desc, DType dtype);
-void ctc_forward_cuda(const CtcDesc& desc, DType dtype, const CtcForwardArgs& args, void* stream);
-void ctc_backward_cuda(const CtcDesc& desc, DType dtype, const CtcBackwardArgs& args,
+void ctc_forward_cuda(const CtcDesc& desc, DType dtype, const CtcForwardArgs& args, int device,
+                      void* stream);
+void ctc_backward_cuda(const CtcDesc& desc, DType dtype, const CtcBackwardArgs& args, int device,
                        void* stream);
 
 }  // namespace fastrnn
