@@ -20,6 +20,11 @@ FASTRNN_CUDA=ON FASTRNN_CUDA_ARCHITECTURES=90 \
   python3 -m pip install --no-build-isolation --no-deps -q . > "$out/build.log" 2>&1 \
   || { tail -50 "$out/build.log"; exit 1; }
 
+# The floor under a persistent kernel's step: grid-barrier latency, alone and with an L2 exchange.
+nvcc -std=c++17 -O3 -arch=sm_90 bench/kernels/grid_barrier_lab.cu -o "$out/grid_barrier_lab" \
+  && "$out/grid_barrier_lab" 10000 | tee "$out/grid-barrier.txt"
+rm -f "$out/grid_barrier_lab"
+
 python3 -m pytest -q -k "cuda or CUDA" tests > "$out/tests-cuda.log" 2>&1
 echo "CUDA tests: $(tail -1 "$out/tests-cuda.log")"
 python3 bench/bench_ctc.py --device cuda --out "$out" > "$out/bench-ctc.log" 2>&1
