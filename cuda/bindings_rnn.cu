@@ -20,11 +20,11 @@ using bindings::as_ptr;
 
 void bind_rnn_cuda(py::module_& m) {
   m.def("set_persistent_kernels", &set_persistent_kernels, py::arg("enabled"),
-        "Allow (default) or forbid the persistent forward kernel; forbidden, every step runs as a "
-        "GEMM and a pointwise kernel");
+        "Allow (default) or forbid the persistent kernels; forbidden, every step runs as a GEMM "
+        "and a pointwise kernel");
   m.def("persistent_kernels_enabled", &persistent_kernels_enabled);
   m.def("persistent_kernel_launches", &persistent_kernel_launches,
-        "Persistent forward kernels launched by this process so far");
+        "Persistent kernels (forward or backward) launched by this process so far");
   m.def(
       "rnn_workspace_elems",
       [](bindings::RnnDescFields desc, bool backward, int dtype) {

@@ -1,5 +1,5 @@
-// Persistent recurrence kernel (forward): the whole time loop of one (layer, direction) in one
-// cooperative launch, instead of a GEMM and a pointwise kernel per step.
+// Persistent recurrence kernels, forward and backward: the whole time loop of one (layer,
+// direction) in one cooperative launch, instead of a GEMM and a pointwise kernel per step.
 //
 // Each thread block owns `units` consecutive hidden units (all G gates of each) and copies its
 // rows of W_hh, [G][units][O], into shared memory once; they stay there for all T steps. Per step
@@ -13,6 +13,11 @@
 // columns k = l, l + 32, ... of every owned weight row (consecutive lanes, consecutive shared
 // memory words: no bank conflicts), then a butterfly of shuffles sums the 32 partial dot products
 // in a fixed order (deterministic), and lane u runs the cell for unit u.
+//
+// Backward is the mirror image: a block keeps the columns of W_hh of its units, [units][G*H], and
+// per step computes dh_{t-1} for its units from the whole dG_t of the step before (read from L2
+// after the barrier), then the cell's backward for its units, writing their dG. Each block only
+// ever writes its own units' columns of the running dh and dc, so those need no exchange.
 //
 // Used when the problem fits: no projection, weights slice in shared memory, at most kMaxUnits
 // units per block with one block per multiprocessor, cooperative launch supported. Otherwise the
@@ -139,30 +144,134 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(ForwardParams<T> p
   }
 }
 
-// Launches forward_kernel when the problem fits (see the file comment) and returns true; returns
-// false, having launched nothing, otherwise. p.units is chosen here.
+template <class T>
+struct BackwardParams {
+  int64_t steps, B, H, ldy, units;  // no projection: O == H
+  bool reverse;
+  const int64_t* offsets;  // [steps + 1] first row of each step, on the device
+  const T* gates;          // [N, S*H] saved by forward
+  const T* cells;          // [N, H] c_t (LSTM)
+  const T* c_prev;         // [N, H] c_{t-1} (LSTM)
+  const T* h_prev;         // [N, H] h_{t-1} (GRU)
+  const T* dy;             // [N, ldy] gradient of the layer output at this direction's columns
+  const T* w_hh;           // [G*H, H]
+  T* dh;                   // [B, H] running dh: dhy in, dh0 out (own units' columns per block)
+  T* dc;                   // [B, H] running dc (LSTM): dcy in, dc0 out
+  T* dgi;                  // [N, G*H]
+  T* dgh;                  // [N, G*H] (GRU; else the same as dgi)
+};
+
 template <class Cell, class T>
-bool try_forward(ForwardParams<T> p, int device, cudaStream_t stream) {
-  if (!enabled().load() || p.steps == 0 || p.B == 0) return false;
-  int sms = 0, cooperative = 0, max_shared = 0;
+__global__ void __launch_bounds__(kThreads, 1) backward_kernel(BackwardParams<T> p) {
+  constexpr int G = Cell::kGates, S = Cell::kSaved;
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  T* w = reinterpret_cast<T*>(shared_raw);  // [units][G*H]: column u0 + u of W_hh
+  const int64_t U = p.units, H = p.H, GH = G * p.H;
+  const int64_t u0 = blockIdx.x * U;
+  const int64_t owned = u0 < H ? (H - u0 < U ? H - u0 : U) : 0;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+
+  for (int64_t i = threadIdx.x; i < U * GH; i += blockDim.x) {
+    const int64_t r = i % GH, u = i / GH;
+    w[i] = u < owned ? p.w_hh[r * H + u0 + u] : T(0);
+  }
+  __syncthreads();
+
+  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+  int64_t prev_off = 0, prev_rows = 0;  // the step processed before this one
+  // s == steps is the tail: the last step's dG still has to reach dh (which becomes dh0).
+  for (int64_t s = p.steps - 1; s >= -1; --s) {
+    const int64_t t = s < 0 ? -1 : (p.reverse ? p.steps - 1 - s : s);
+    const int64_t off = t < 0 ? 0 : p.offsets[t];
+    const int64_t rows = t < 0 ? 0 : p.offsets[t + 1] - off;
+    const int64_t busy = rows > prev_rows ? rows : prev_rows;
+    for (int64_t b = warp; b < busy; b += kWarps) {
+      if (b < prev_rows) {
+        // dh_{t}[b] for the owned units = dG_{t+1}[b] W_hh[:, unit] (+ GRU's direct part).
+        T acc[kMaxUnits];
+#pragma unroll
+        for (int u = 0; u < kMaxUnits; ++u) acc[u] = T(0);
+        const T* dg_row = p.dgh + (prev_off + b) * GH;
+        for (int64_t r = lane; r < GH; r += 32) {
+          const T g = __ldcg(dg_row + r);
+#pragma unroll
+          for (int u = 0; u < kMaxUnits; ++u) {
+            if (u < U) acc[u] += g * w[u * GH + r];
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < kMaxUnits; ++u) {
+#pragma unroll
+          for (int m = 16; m > 0; m /= 2) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], m);
+        }
+#pragma unroll
+        for (int u = 0; u < kMaxUnits; ++u) {
+          if (lane == u && u < owned) {
+            T* dh = p.dh + b * H + u0 + u;
+            *dh = acc[u] + (Cell::kDirectHPath ? *dh : T(0));
+          }
+        }
+      }
+      if (b < rows && lane < owned) {
+        // The cell's backward for unit u0 + lane: the thread that just wrote its dh.
+        const int64_t j = u0 + lane, row = off + b;
+        T saved[S], dxp[G], dhp[G];
+#pragma unroll
+        for (int k = 0; k < S; ++k) saved[k] = p.gates[row * S * H + k * H + j];
+        const T dh = p.dy[row * p.ldy + j] + p.dh[b * H + j];
+        const T c = Cell::kHasCell ? p.cells[row * H + j] : T(0);
+        const T c_prev = Cell::kHasCell ? p.c_prev[row * H + j] : T(0);
+        const T h_prev = Cell::kDirectHPath ? p.h_prev[row * H + j] : T(0);
+        const T dc = Cell::kHasCell ? p.dc[b * H + j] : T(0);
+        T dc_prev(0), dh_prev(0);
+        Cell::backward(dh, dc, saved, c, c_prev, h_prev, dxp, dhp, dc_prev, dh_prev);
+#pragma unroll
+        for (int g = 0; g < G; ++g) p.dgi[row * GH + g * H + j] = dxp[g];
+        if (Cell::kDirectHPath) {
+#pragma unroll
+          for (int g = 0; g < G; ++g) p.dgh[row * GH + g * H + j] = dhp[g];
+        }
+        // Until the next step adds the recurrent part, dh holds what bypasses W_hh (GRU's z*dh).
+        p.dh[b * H + j] = dh_prev;
+        if (Cell::kHasCell) p.dc[b * H + j] = dc_prev;
+      }
+    }
+    prev_off = off;
+    prev_rows = rows;
+    if (s >= 0) grid.sync();  // dG_t complete everywhere before step t-1 reads it
+  }
+}
+
+// Units per block and blocks for H hidden units on `device`, or false when one block per
+// multiprocessor would need more than kMaxUnits units.
+inline bool plan_grid(int64_t H, int device, int64_t& units, int64_t& blocks) {
+  int sms = 0, cooperative = 0;
   FASTRNN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   FASTRNN_CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
+  if (!cooperative || !enabled().load()) return false;
+  const int64_t blocks_wanted = H < sms ? H : sms;
+  units = (H + blocks_wanted - 1) / blocks_wanted;
+  blocks = (H + units - 1) / units;
+  return units <= kMaxUnits;
+}
+
+// Launches `kernel` over `blocks` blocks with `shared` bytes of shared memory each when every
+// block can be resident at once (a grid barrier needs that) and returns true; false, having
+// launched nothing, otherwise.
+template <class Params>
+bool launch_cooperative(void (*kernel)(Params), Params p, int64_t blocks, int64_t shared,
+                        int device, cudaStream_t stream) {
+  int sms = 0, max_shared = 0;
+  FASTRNN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   FASTRNN_CUDA_CHECK(
       cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (!cooperative) return false;
-  const int64_t blocks_wanted = p.H < sms ? p.H : sms;
-  p.units = (p.H + blocks_wanted - 1) / blocks_wanted;
-  if (p.units > kMaxUnits) return false;
-  const int64_t blocks = (p.H + p.units - 1) / p.units;
-  const int64_t shared = int64_t{Cell::kGates} * p.units * p.O * int64_t(sizeof(T));
   if (shared > max_shared) return false;
-  auto kernel = forward_kernel<Cell, T>;
   FASTRNN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(shared)));
   int per_sm = 0;
   FASTRNN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads,
                                                                    static_cast<size_t>(shared)));
-  if (int64_t{per_sm} * sms < blocks) return false;  // a grid barrier needs every block resident
+  if (int64_t{per_sm} * sms < blocks) return false;
   void* args[] = {&p};
   FASTRNN_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel),
                                                  dim3(static_cast<unsigned>(blocks)),
@@ -170,6 +279,24 @@ bool try_forward(ForwardParams<T> p, int device, cudaStream_t stream) {
                                                  static_cast<size_t>(shared), stream));
   launches().fetch_add(1);
   return true;
+}
+
+// Runs forward_kernel when the problem fits (see the file comment); p.units is chosen here.
+template <class Cell, class T>
+bool try_forward(ForwardParams<T> p, int device, cudaStream_t stream) {
+  int64_t blocks = 0;
+  if (p.steps == 0 || p.B == 0 || !plan_grid(p.H, device, p.units, blocks)) return false;
+  const int64_t shared = int64_t{Cell::kGates} * p.units * p.O * int64_t(sizeof(T));
+  return launch_cooperative(forward_kernel<Cell, T>, p, blocks, shared, device, stream);
+}
+
+// Runs backward_kernel when the problem fits; p.units is chosen here.
+template <class Cell, class T>
+bool try_backward(BackwardParams<T> p, int device, cudaStream_t stream) {
+  int64_t blocks = 0;
+  if (p.steps == 0 || p.B == 0 || !plan_grid(p.H, device, p.units, blocks)) return false;
+  const int64_t shared = int64_t{Cell::kGates} * p.H * p.units * int64_t(sizeof(T));
+  return launch_cooperative(backward_kernel<Cell, T>, p, blocks, shared, device, stream);
 }
 
 }  // namespace fastrnn::persistent

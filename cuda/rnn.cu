@@ -1,6 +1,6 @@
 // CUDA RNN driver (see rnn.cuh): cuBLAS GEMMs plus one pointwise kernel per step that runs the
-// cell's math from csrc/cells/, forward and backward; in forward, the persistent kernel of
-// persistent.cuh replaces the per-step loop when the problem fits.
+// cell's math from csrc/cells/, forward and backward; the persistent kernels of persistent.cuh
+// replace the per-step loops when the problem fits.
 //
 // States: the running h of a (layer, direction) lives in hy (c in cy), initialised from h0/c0, and
 // is updated in place: at step t the recurrent GEMM reads rows [0, batch_sizes[t]) before the
@@ -377,8 +377,8 @@ class CudaDriver {
     }
   }
 
-  // The time loop as one persistent kernel when it fits (see persistent.cuh); h is the running
-  // state (initial state in, final state out). False when the per-step path must run instead.
+  // Forward's time loop as one persistent kernel when it fits (see persistent.cuh); h is the
+  // running state (initial state in, final state out). False when the per-step path must run.
   bool run_persistent(const LayerWeights& w, int64_t d, T* gates, T* c, T* cells, T* y_col, T* h,
                       const Buffers& buf) const {
     persistent::ForwardParams<T> p{desc_.seq_len, B_, H_, O_, D_ * O_, 0, d == 1, buf.offsets,
@@ -408,6 +408,12 @@ class CudaDriver {
     init_state(a.dhy, state * B_ * O_, B_ * O_, dh);
     if (Cell::kHasCell) init_state(a.dcy, state * B_ * H_, B_ * H_, dc);
 
+    if (P_ == 0) {
+      persistent::BackwardParams<T> p{desc_.seq_len, B_, H_, ldy, 0, reverse, buf.offsets, gates,
+                                      cells, buf.c_prev, buf.h_prev, dy_l + d * O_, w.w_hh, dh,
+                                      dc, buf.dgi, buf.dgh};
+      if (persistent::try_backward<Cell, T>(p, device_, stream_)) return;
+    }
     for (int64_t s = desc_.seq_len - 1; s >= 0; --s) {
       const int64_t t = reverse ? desc_.seq_len - 1 - s : s;
       const int64_t bs = desc_.rows_at(t), off = desc_.offset_at(t);

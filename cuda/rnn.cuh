@@ -8,8 +8,9 @@
 // row; then per step a cuBLAS GEMM for h_{t-1} W_hh^T and one kernel for the cell's pointwise
 // math (csrc/cells/); in backward, per step the cell's backward kernel and a GEMM for
 // dh_{t-1} = dG W_hh, then whole-sequence GEMMs for the weight and input gradients.
-// Sequence length is a host loop: any T works (no 65,535-step grid limit). Forward runs the time
-// loop of a (layer, direction) as one persistent kernel instead when it fits (persistent.cuh).
+// Sequence length is a host loop: any T works (no 65,535-step grid limit). When the problem fits,
+// the time loop of a (layer, direction) runs as one persistent kernel instead (persistent.cuh),
+// forward and backward.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -28,7 +29,7 @@ void rnn_forward_cuda(const RnnDesc& desc, DType dtype, const RnnForwardArgs& ar
 void rnn_backward_cuda(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int device,
                        cudaStream_t stream);
 
-// Whether forward may use the persistent kernel (default true); false forces the per-step path.
+// Whether the persistent kernels may run (default true); false forces the per-step path.
 void set_persistent_kernels(bool enabled);
 bool persistent_kernels_enabled();
 // Persistent kernels launched by this process so far (tests check which path ran).

@@ -191,7 +191,7 @@ def test_packed_sequence_on_cuda_keeps_metadata():
 
 @pytest.fixture
 def persistent_switch():
-    """Sets whether forward may use the persistent kernel; restores the setting afterwards."""
+    """Sets whether the persistent kernels may run; restores the setting afterwards."""
     cuda = fastrnn._backend.cuda_module()
     saved = cuda.persistent_kernels_enabled()
     yield cuda.set_persistent_kernels
@@ -202,10 +202,10 @@ def persistent_switch():
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
 @pytest.mark.parametrize("shape", [(9, 3, 5, 7), (33, 16, 64, 768)], ids=["small", "H768"])
 @pytest.mark.parametrize("form", ["padded", "packed_unsorted"])
-def test_persistent_forward_matches_per_step(mode, shape, form, persistent_switch, rng,
-                                             assert_close):
-    """The persistent forward kernel against the per-step path, with backward (which reads the
-    reserve the persistent kernel wrote) on top; H=768 puts several units in each block."""
+def test_persistent_kernels_match_per_step(mode, shape, form, persistent_switch, rng,
+                                           assert_close):
+    """The persistent kernels (forward and backward) against the per-step path, outputs and every
+    gradient; H=768 puts several units in each block."""
     cuda = fastrnn._backend.cuda_module()
     T, B, I, H = shape
     torch_cls, extra = MODES[mode]
@@ -218,7 +218,8 @@ def test_persistent_forward_matches_per_step(mode, shape, form, persistent_switc
         before = cuda.persistent_kernel_launches()
         runs.append(_grads(mod, case))
         launched = cuda.persistent_kernel_launches() - before
-        assert launched == (4 if persistent else 0)  # 2 layers x 2 directions
+        # forward and backward for each of 2 layers x 2 directions
+        assert launched == (8 if persistent else 0)
     (outs_step, grads_step), (outs_pers, grads_pers) = runs
     for a, b in zip(outs_pers + list(grads_pers), outs_step + list(grads_step)):
         assert_close(a, b)
