@@ -33,7 +33,7 @@ class _Tagger(nn.Module):
         self.cell = fastrnn.LSTMCell(hidden, hidden)
         self.head = nn.Linear(2 * hidden, classes)
 
-    def forward(self, x, targets, input_lengths, target_lengths):
+    def forward(self, x, targets, concatenated_targets, input_lengths, target_lengths):
         y, _ = self.lstm(x)
         y, _ = self.gru(y)
         y, h_n = self.rnn(y)
@@ -41,14 +41,17 @@ class _Tagger(nn.Module):
         y = torch.cat([y, (h + c).unsqueeze(1).expand_as(y)], dim=2)
         logits = self.head(y).transpose(0, 1)
         return (fastrnn.ctc_loss(logits.log_softmax(2), targets, input_lengths, target_lengths)
-                + fastrnn.ctc_loss_from_logits(logits, targets, input_lengths, target_lengths,
-                                               reduction="sum"))
+                + fastrnn.ctc_loss_from_logits(logits, concatenated_targets, input_lengths,
+                                               target_lengths, reduction="sum"))
 
 
 def _tagger_batch(B=3, T=7, C=5, S=3):
+    """(x, padded targets, the same targets concatenated, input lengths, target lengths)"""
     x = torch.randn(B, T, 6)
     targets = torch.randint(1, C, (B, S))
-    return x, targets, torch.tensor([T, T - 1, T - 3]), torch.tensor([S, 2, 1])
+    target_lengths = torch.tensor([S, 2, 1])
+    concatenated = torch.cat([t[:n] for t, n in zip(targets, target_lengths)])
+    return x, targets, concatenated, torch.tensor([T, T - 1, T - 3]), target_lengths
 
 
 def _loss_and_grads(model, *args):
@@ -56,18 +59,58 @@ def _loss_and_grads(model, *args):
     return loss.detach(), torch.autograd.grad(loss, list(model.parameters()))
 
 
-@pytest.mark.slow
-# Importing inductor imports torch.utils.mkldnn, which uses a deprecated torch.jit decorator.
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-def test_compile_fullgraph_matches_eager(assert_close):
-    model = _Tagger()
-    batch = _tagger_batch()
-    compiled = torch.compile(model, fullgraph=True)
+def _assert_compiled_matches_eager(model, batch, backend, assert_close):
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
     got_loss, got_grads = _loss_and_grads(compiled, *batch)
     want_loss, want_grads = _loss_and_grads(model, *batch)
     assert_close(got_loss, want_loss)
     for got, want in zip(got_grads, want_grads):
         assert_close(got, want)
+
+
+def test_compile_fullgraph_matches_eager(assert_close):
+    # aot_eager traces what inductor traces (Dynamo, AOT autograd, the fake kernels) without
+    # generating code for torch's own ops, which takes a minute on 2 cores for this model.
+    _assert_compiled_matches_eager(_Tagger(), _tagger_batch(), "aot_eager", assert_close)
+
+
+class _LstmRegressor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = fastrnn.LSTM(6, 8, batch_first=True)
+
+    def forward(self, x):
+        output, (h_n, _) = self.lstm(x)
+        return (output.tanh().sum(dim=1) - h_n[0]).square().mean()
+
+
+@pytest.mark.slow
+# Importing inductor imports torch.utils.mkldnn, which uses a deprecated torch.jit decorator.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compile_fullgraph_default_backend(assert_close):
+    _assert_compiled_matches_eager(_LstmRegressor(), (torch.randn(3, 7, 6),), "inductor",
+                                   assert_close)
+
+
+def test_compile_fullgraph_packed_input(assert_close):
+    # A PackedSequence made outside the compiled function (Dynamo refuses torch's packing
+    # functions), unsorted, without initial state: the batch size comes from its shape.
+    lstm = fastrnn.LSTM(4, 5, bidirectional=True)
+    packed = pack_padded_sequence(torch.randn(6, 3, 4), torch.tensor([4, 6, 2]),
+                                  enforce_sorted=False)
+    # A leaf: Dynamo warns when a graph input is a non-leaf that requires grad.
+    x = packed.data.requires_grad_()
+
+    def run(seq):
+        output, (h_n, c_n) = lstm(seq)
+        return output.data.sum() + h_n.sum() + c_n.sum()
+
+    got = torch.compile(run, fullgraph=True, backend="aot_eager")(packed)
+    want = run(packed)
+    assert_close(got, want)
+    for g, w in zip(torch.autograd.grad(got, [x, *lstm.parameters()]),
+                    torch.autograd.grad(want, [x, *lstm.parameters()])):
+        assert_close(g, w)
 
 
 def test_torch_rnn_modules_still_graph_break():
@@ -88,7 +131,7 @@ def test_dynamo_support_installs_when_dynamo_was_imported_first():
 
 
 def test_ctc_rejects_bad_lengths_inside_a_compiled_graph():
-    x, targets, il, tl = _tagger_batch()
+    _, targets, _, il, tl = _tagger_batch()
     loss = torch.compile(fastrnn.ctc_loss, fullgraph=True, backend="aot_eager")
     logits = torch.randn(7, 3, 5).log_softmax(2)
     with pytest.raises(RuntimeError, match="input_lengths must not exceed"):

@@ -136,9 +136,10 @@ class _FastRNNBase:
         _check_like_input(input, states, "hidden")
         h0, c0 = (states + (None, None))[:2]
         if batch_sizes is not None and h0 is None:
-            # The packed path takes B from h0; zeros are what torch uses too.
+            # The packed path takes B from h0; zeros are what torch uses too. B is read from
+            # sorted_indices' shape when there is one: no host read, so torch.compile keeps one graph.
             d = 2 if self.bidirectional else 1
-            batch = int(batch_sizes[0])
+            batch = sorted_indices.numel() if sorted_indices is not None else int(batch_sizes[0])
             h0 = input.new_zeros(self.num_layers * d, batch, self.proj_size or self.hidden_size)
             c0 = input.new_zeros(self.num_layers * d, batch, self.hidden_size) if is_lstm else None
 
