@@ -179,6 +179,20 @@ def test_opcheck_gru(packed):
                                      batch_sizes, [], "GRU", 2, False, 0, True))
 
 
+def test_opcheck_backward_op_all_checks():
+    # test_rnn_ops.py checks rnn_backward's schema and fake kernel; with inputs that do not require
+    # grad (as in a backward pass) the autograd-registration and AOT-dispatch checks apply too.
+    gru = fastrnn.GRU(3, 4, num_layers=2, bidirectional=True)
+    seq = pack_padded_sequence(torch.randn(5, 2, 3), torch.tensor([5, 3]))
+    hx = torch.randn(4, 2, 4)
+    config = ("GRU", 2, True, 0, True)
+    weights = [w.detach() for w in gru._flat_weights]
+    output, hy, _, reserve = _ops.rnn(seq.data, weights, hx, None, seq.batch_sizes, [], *config)
+    torch.library.opcheck(_ops.rnn_backward,
+                          (seq.data, weights, hx, None, seq.batch_sizes, [], reserve,
+                           torch.randn_like(output), torch.randn_like(hy), None, *config))
+
+
 def test_opcheck_without_initial_states():
     lstm = fastrnn.LSTM(3, 4, bidirectional=True)
     x = torch.randn(4, 2, 3, requires_grad=True)

@@ -1,12 +1,12 @@
 """Lets ``torch.compile`` trace fastrnn's RNN/LSTM/GRU modules without a graph break.
 
 Dynamo refuses to trace any instance of ``nn.RNN``/``nn.GRU``/``nn.LSTM`` (an ``isinstance`` check
-in ``VariableBuilder.wrap_module``, switched off only by the global ``torch._dynamo.config.allow_rnn``),
-because torch's own modules call fused ATen kernels it does not handle well. fastrnn's modules are
-subclasses (so that ``isinstance(m, nn.LSTM)`` holds for users) but their forward is plain Python
-around a ``torch.library`` custom op, which Dynamo traces whole. So ``allow_rnn`` is turned on
-exactly while Dynamo wraps a fastrnn module and nowhere else: torch's own modules keep torch's
-behaviour (a graph break), and so does everything else in the same compiled model.
+in ``VariableBuilder.wrap_module``, switched off only by the global
+``torch._dynamo.config.allow_rnn``), because torch's own modules call fused ATen kernels it does not
+handle well. fastrnn's modules are subclasses (so that ``isinstance(m, nn.LSTM)`` holds for users)
+but their forward is plain Python around a ``torch.library`` custom op, which Dynamo traces whole.
+So ``allow_rnn`` is turned on exactly while Dynamo wraps a fastrnn module and nowhere else: torch's
+own modules keep torch's behaviour (a graph break), also next to fastrnn's in one compiled model.
 
 ``torch._dynamo`` takes about a second to import, so it is not imported here: the wrapper is
 installed right after torch imports ``torch._dynamo.variables.builder`` (or now, if it already has).

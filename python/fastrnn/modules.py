@@ -137,7 +137,7 @@ class _FastRNNBase:
         h0, c0 = (states + (None, None))[:2]
         if batch_sizes is not None and h0 is None:
             # The packed path takes B from h0; zeros are what torch uses too. B is read from
-            # sorted_indices' shape when there is one: no host read, so torch.compile keeps one graph.
+            # sorted_indices' shape when there is one: no host read, one graph under compile.
             d = 2 if self.bidirectional else 1
             batch = sorted_indices.numel() if sorted_indices is not None else int(batch_sizes[0])
             h0 = input.new_zeros(self.num_layers * d, batch, self.proj_size or self.hidden_size)
