@@ -270,6 +270,19 @@ def test_autocast_cpu_trains_float32_parameters(assert_close):
         assert_close(p.grad, q.grad, dtype=torch.bfloat16)
 
 
+def test_autocast_cpu_compiles_fullgraph():
+    lstm = fastrnn.LSTM(4, 5)
+    x = torch.randn(6, 2, 4)
+
+    def run(inputs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return lstm(inputs)[0]
+
+    got = torch.compile(run, fullgraph=True, backend="aot_eager")(x)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, run(x))
+
+
 def test_autocast_cpu_op_casts_its_inputs(assert_close):
     lstm = fastrnn.LSTM(3, 4)
     x = torch.randn(5, 2, 3)

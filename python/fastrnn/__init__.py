@@ -6,8 +6,8 @@ override ``forward`` only); ``fastrnn.convert(model)`` swaps them into an existi
 """
 
 from . import functional
-from ._compile import install_dynamo_support
 from ._backend import cuda_build_available
+from ._compile import install_dynamo_support
 from .convert import convert
 from .ctc import CTCLoss, ctc_loss, ctc_loss_from_logits
 from .decode import ctc_beam_search, ctc_greedy_decode
