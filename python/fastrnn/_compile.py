@@ -17,6 +17,7 @@ torch's (tests/test_ecosystem.py would fail, not users' runs). See docs/design-n
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.abc
 import importlib.machinery
 import sys
@@ -33,7 +34,7 @@ def _patch_wrap_module(builder_module) -> None:
     original = getattr(cls, "wrap_module", None)
     if original is None or getattr(original, "_fastrnn_allows_rnn", False):
         return
-    config = sys.modules["torch._dynamo.config"]
+    config = importlib.import_module("torch._dynamo.config")
 
     @functools.wraps(original)
     def wrap_module(self, value):
