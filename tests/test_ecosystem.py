@@ -32,6 +32,7 @@ class _Tagger(nn.Module):
         self.rnn = fastrnn.RNN(hidden, hidden, nonlinearity="relu", batch_first=True)
         self.cell = fastrnn.LSTMCell(hidden, hidden)
         self.head = nn.Linear(2 * hidden, classes)
+        self.ctc = fastrnn.CTCLoss()
 
     def forward(self, x, targets, concatenated_targets, input_lengths, target_lengths):
         y, _ = self.lstm(x)
@@ -40,7 +41,7 @@ class _Tagger(nn.Module):
         h, c = self.cell(y[:, -1], (h_n[0], h_n[0]))
         y = torch.cat([y, (h + c).unsqueeze(1).expand_as(y)], dim=2)
         logits = self.head(y).transpose(0, 1)
-        return (fastrnn.ctc_loss(logits.log_softmax(2), targets, input_lengths, target_lengths)
+        return (self.ctc(logits.log_softmax(2), targets, input_lengths, target_lengths)
                 + fastrnn.ctc_loss_from_logits(logits, concatenated_targets, input_lengths,
                                                target_lengths, reduction="sum"))
 
