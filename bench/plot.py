@@ -18,7 +18,8 @@ def _key(r: Dict) -> Tuple:
 
 def _label(r: Dict) -> str:
     s = r["shape"]
-    shape = "x".join(str(s[k]) for k in ("T", "B", "I", "H"))
+    # (T, B, I, H) for the RNN ops, (T, B, C, S) for CTC
+    shape = "x".join(str(s[k]) for k in ("T", "B", "I", "H", "C", "S") if k in s)
     if s.get("P"):
         shape += f"/P{s['P']}"
     tags = [r["op"], r["mode"], shape]

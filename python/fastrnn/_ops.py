@@ -279,3 +279,51 @@ def _rnn_backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
 
 
 rnn.register_autograd(_rnn_backward, setup_context=_rnn_setup_context)
+
+
+# ---- Autocast -------------------------------------------------------------------------------
+# Inside an autocast region fastrnn::rnn computes in one dtype for all its floating inputs:
+# float32 on CPU (the CPU kernels have no bf16/fp16 path; torch runs its own CPU RNNs partly in
+# float32 too), the region's dtype on CUDA (as torch's cuDNN RNN does). float64 tensors are never
+# cast, as in torch's autocast. The modules cast before their checks (so that a bf16 input into a
+# float32 module is accepted, as torch's modules accept it); the op's own autocast kernel does the
+# same for direct callers of the op.
+
+
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype fastrnn::rnn computes in inside an autocast region on ``device_type``, or None
+    outside one."""
+    if not (torch._C._is_any_autocast_enabled()  # the cheap test first: modules call this per step
+            and torch.amp.is_autocast_available(device_type)
+            and torch.is_autocast_enabled(device_type)):
+        return None
+    return torch.float32 if device_type == "cpu" else torch.get_autocast_dtype(device_type)
+
+
+def autocast_cast(value, dtype: torch.dtype):
+    """``value`` (a tensor, None, or a list/tuple of those) with every floating tensor that is not
+    float64 cast to ``dtype``."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(autocast_cast(v, dtype) for v in value)
+    if isinstance(value, Tensor) and value.is_floating_point() and value.dtype != torch.float64:
+        return value.to(dtype)
+    return value
+
+
+_AUTOCAST_LIB = torch.library.Library("fastrnn", "IMPL")  # registrations live as long as it
+
+
+def _register_rnn_autocast() -> None:
+    for device_type in ("cpu", "cuda"):
+        key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+        keyset = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+
+        def kernel(_keyset, *args, device_type=device_type, keyset=keyset):
+            dtype = autocast_dtype(device_type)
+            with torch._C._ExcludeDispatchKeyGuard(keyset):
+                return rnn(*autocast_cast(args, dtype))
+
+        _AUTOCAST_LIB.impl("rnn", kernel, key, with_keyset=True)
+
+
+_register_rnn_autocast()

@@ -27,12 +27,14 @@ from torch import Tensor
 
 from . import _C
 from ._backend import cuda_module, native_dtype
+from ._ops import autocast_dtype
 
 __all__ = ["CTCLoss", "ctc_loss", "ctc_loss_from_logits"]
 
 Lengths = Union[Tensor, Sequence[int], int]
 
 _DTYPES = (torch.float32, torch.float64)
+_AUTOCAST_TO_FLOAT32 = (torch.float16, torch.bfloat16)
 
 
 def _dtype_code(dtype: torch.dtype) -> int:
@@ -176,6 +178,9 @@ def _backward(ctx, grad_loss, grad_log_alpha, grad_row_lse):
 
 
 _ctc_loss_op.register_autograd(_backward, setup_context=_setup_context)
+# Like torch's ctc_loss, the op runs in float32 inside autocast regions.
+for _device_type in ("cpu", "cuda"):
+    _ctc_loss_op.register_autocast(_device_type, torch.float32)
 
 
 def _no_double_backward_setup(ctx, inputs, output):
@@ -204,12 +209,25 @@ def _as_lengths(x: Lengths, name: str, batch: int) -> Tensor:
     return t.reshape(batch).to(torch.int64)
 
 
+def _require(ok: Tensor, summary: str, message) -> None:
+    """Raises RuntimeError(message()) unless the 0-d bool tensor ``ok`` is true. Under
+    torch.compile the check is an in-graph assertion (a host check would break the graph): the
+    same condition and error type, with ``summary`` as the message since the values are not known
+    while tracing."""
+    if torch.compiler.is_compiling():
+        torch._assert_async(ok, f"fastrnn ctc_loss: {summary}")
+    elif not bool(ok):
+        raise RuntimeError(message())
+
+
 def _prepare(input: Tensor, targets: Tensor, input_lengths: Lengths, target_lengths: Lengths,
              blank: int, reduction: str, what: str):
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(f"{reduction} is not a valid value for reduction")
     if not isinstance(input, Tensor) or not isinstance(targets, Tensor):
         raise TypeError(f"{what} and targets must be tensors")
+    if input.dtype in _AUTOCAST_TO_FLOAT32 and autocast_dtype(input.device.type) is not None:
+        input = input.float()  # torch's ctc_loss runs in float32 under autocast too
     if input.dtype not in _DTYPES:
         raise NotImplementedError(
             f"fastrnn ctc_loss: not implemented for {input.dtype} {what} "
@@ -234,43 +252,48 @@ def _prepare(input: Tensor, targets: Tensor, input_lengths: Lengths, target_leng
     il = _as_lengths(input_lengths, "input_lengths", B)
     tl = _as_lengths(target_lengths, "target_lengths", B)
 
-    # The checks need the values on the host (as torch's do).
+    # The checks read the values on the host, as torch's do; under torch.compile each becomes an
+    # in-graph assertion instead (see _require), and the alignment buffers are sized by the
+    # targets' shape rather than by the longest target, which would need the values.
     il_h, tl_h, tg_h = il.cpu(), tl.cpu(), targets.detach().to("cpu", torch.int64)
     if B > 0:
-        if int(il_h.min()) < 0:
-            raise RuntimeError(f"Expected input_lengths to have value at least 0, "
-                               f"but got value {int(il_h.min())}")
-        if int(il_h.max()) > T:
-            raise RuntimeError(f"Expected input_lengths to have value at most {T}, "
-                               f"but got value {int(il_h.max())}")
-        if int(tl_h.min()) < 0:
-            raise RuntimeError(f"Expected target_lengths to have value at least 0, "
-                               f"but got value {int(tl_h.min())}")
+        _require(il_h.min() >= 0, "input_lengths must be non-negative",
+                 lambda: "Expected input_lengths to have value at least 0, "
+                         f"but got value {int(il_h.min())}")
+        _require(il_h.max() <= T, "input_lengths must not exceed the input's length",
+                 lambda: f"Expected input_lengths to have value at most {T}, "
+                         f"but got value {int(il_h.max())}")
+        _require(tl_h.min() >= 0, "target_lengths must be non-negative",
+                 lambda: "Expected target_lengths to have value at least 0, "
+                         f"but got value {int(tl_h.min())}")
     if targets.dim() == 2:
         if targets.shape[0] != B:
             raise RuntimeError(f"Expected targets to have size {B} at dimension 0, "
                                f"but got size {targets.shape[0]}")
         width = targets.shape[1]
-        if B > 0 and int(tl_h.max()) > width:
-            raise RuntimeError(f"Expected targets to have size at least {int(tl_h.max())} at "
-                               f"dimension 1, but got size {width}")
+        if B > 0:
+            _require(tl_h.max() <= width, "target_lengths must not exceed the targets' width",
+                     lambda: f"Expected targets to have size at least {int(tl_h.max())} at "
+                             f"dimension 1, but got size {width}")
         offsets_h = torch.arange(B, dtype=torch.int64) * width
-        used = tg_h[torch.arange(width) < tl_h.unsqueeze(1)]
+        used = torch.arange(width) < tl_h.unsqueeze(1)
     else:
-        total = int(tl_h.sum())
-        if targets.shape[0] < total:
-            raise RuntimeError(f"Expected targets to have size {total} at dimension 0, "
-                               f"but got size {targets.shape[0]}")
+        total = tl_h.sum()
+        _require(total <= targets.shape[0], "targets is shorter than the sum of target_lengths",
+                 lambda: f"Expected targets to have size {int(total)} at dimension 0, "
+                         f"but got size {targets.shape[0]}")
         offsets_h = torch.cumsum(tl_h, 0) - tl_h
-        used = tg_h[:total]
-    invalid = (used < 0) | (used >= C) | (used == blank)
-    if bool(invalid.any()):
-        bad = used[invalid][0]
-        raise RuntimeError(f"target label {int(bad)} is out of range [0, {C}) or equal to blank "
-                           f"({blank})")
+        used = torch.arange(targets.shape[0]) < total
+    invalid = used & ((tg_h < 0) | (tg_h >= C) | (tg_h == blank))
+    _require(~invalid.any(), "a target label is out of range or equal to blank",
+             lambda: f"target label {int(tg_h[invalid][0])} is out of range [0, {C}) or equal "
+                     f"to blank ({blank})")
 
+    if torch.compiler.is_compiling():
+        max_target = targets.shape[-1]
+    else:
+        max_target = int(tl_h.max()) if B > 0 else 0
     device = input.device
-    max_target = int(tl_h.max()) if B > 0 else 0
     return dict(
         input=input.contiguous(),
         targets=targets.detach().to(device, torch.int64).contiguous().reshape(-1),

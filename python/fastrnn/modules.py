@@ -8,6 +8,7 @@ every error follow torch's modules.
 
 from __future__ import annotations
 
+import functools
 from typing import List, Optional
 
 import torch
@@ -28,6 +29,28 @@ def _check_like_input(input: Tensor, tensors, what: str) -> None:
         if t.dtype != input.dtype:
             raise RuntimeError(f"Input and {what} tensors are not the same dtype, found input "
                                f"tensor with {input.dtype} and {what} tensor with {t.dtype}")
+
+
+def _autocast(input: Tensor, weights, states, low_precision_result: bool):
+    """Inside an autocast region for input's device: (input, weights, states) cast to the dtype
+    the op computes in (see _ops.autocast_dtype), and the dtype to return results in, chosen as
+    torch's module returns them; outside one: everything unchanged and None.
+
+    On CPU fastrnn computes in float32 and returns what torch 2.13's module returns: the autocast
+    dtype where torch's op runs in it (``low_precision_result``: LSTM on padded input, RNN,
+    RNNCell), else the promotion of the autocast dtype with the initial state's dtype (GRU, packed
+    LSTM, LSTMCell, GRUCell: their state math promotes). On CUDA results come out of the op in the
+    autocast dtype already, as from cuDNN."""
+    compute = _ops.autocast_dtype(input.device.type)
+    if compute is None:
+        return input, weights, states, None
+    result = None
+    if input.device.type == "cpu" and input.dtype != torch.float64:
+        region = torch.get_autocast_dtype("cpu")
+        state_dtype = states[0].dtype if states else input.dtype
+        result = region if low_precision_result else torch.promote_types(region, state_dtype)
+    cast = functools.partial(_ops.autocast_cast, dtype=compute)
+    return cast(input), cast(weights), cast(states), result
 
 
 class _FastRNNBase:
@@ -62,8 +85,16 @@ class _FastRNNBase:
             return hx
         return tuple(h.unsqueeze(1) for h in hx) if is_lstm else hx.unsqueeze(1)
 
-    def forward(self, input, hx=None):
+    def _weights(self) -> List[Tensor]:
+        if torch.compiler.is_exporting():
+            # export swaps in its own parameters; refreshing torch's cached list would assign a
+            # module attribute, which export warns about.
+            return [getattr(self, name) for name in self._flat_weights_names]
         self._update_flat_weights()
+        return self._flat_weights
+
+    def forward(self, input, hx=None):
+        weights = self._weights()
         is_lstm = self.mode == "LSTM"
         orig_input = input
         if isinstance(orig_input, PackedSequence):
@@ -97,20 +128,27 @@ class _FastRNNBase:
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         if is_lstm and hx is not None and len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
-        h0, c0 = (hx if is_lstm else (hx, None)) if hx is not None else (None, None)
-        _check_like_input(input, self._flat_weights, "parameter")
-        _check_like_input(input, [h for h in (h0, c0) if h is not None], "hidden")
+        states = () if hx is None else (tuple(hx) if is_lstm else (hx,))
+        low_precision_result = self.mode.startswith("RNN") or (is_lstm and batch_sizes is None)
+        input, weights, states, result_dtype = _autocast(input, weights, states,
+                                                         low_precision_result)
+        _check_like_input(input, weights, "parameter")
+        _check_like_input(input, states, "hidden")
+        h0, c0 = (states + (None, None))[:2]
         if batch_sizes is not None and h0 is None:
-            # The packed path takes B from h0; zeros are what torch uses too.
+            # The packed path takes B from h0; zeros are what torch uses too. B is read from
+            # sorted_indices' shape when there is one: no host read, one graph under compile.
             d = 2 if self.bidirectional else 1
-            batch = int(batch_sizes[0])
+            batch = sorted_indices.numel() if sorted_indices is not None else int(batch_sizes[0])
             h0 = input.new_zeros(self.num_layers * d, batch, self.proj_size or self.hidden_size)
             c0 = input.new_zeros(self.num_layers * d, batch, self.hidden_size) if is_lstm else None
 
         masks = self._dropout_masks(input.shape[:-1], input)
-        output, hy, cy, _ = _ops.run_rnn(input, self._flat_weights, h0, c0, batch_sizes, masks,
+        output, hy, cy, _ = _ops.run_rnn(input, weights, h0, c0, batch_sizes, masks,
                                          self.mode, self.num_layers, self.bidirectional,
                                          self.proj_size, self.bias)
+        if result_dtype is not None:
+            output, hy, cy = (t.to(result_dtype) for t in (output, hy, cy))
         hidden = (hy, cy) if is_lstm else hy
         if batch_sizes is not None:
             return (PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices),
@@ -175,16 +213,21 @@ class _FastCellBase:
         weights = [self.weight_ih, self.weight_hh]
         if self.bias:
             weights += [self.bias_ih, self.bias_hh]
-        if input.dtype != self.weight_ih.dtype:
+        mode = self._mode()
+        input, weights, states, result_dtype = _autocast(input, weights, states,
+                                                         mode.startswith("RNN"))
+        if input.dtype != weights[0].dtype:
             raise RuntimeError(f"{name}: input dtype ({input.dtype}) does not match weight dtype "
-                               f"({self.weight_ih.dtype})")
+                               f"({weights[0].dtype})")
         _check_like_input(input, weights, "parameter")
         _check_like_input(input, states, "hidden")
         h0 = states[0].unsqueeze(0) if states else None
         c0 = states[1].unsqueeze(0) if is_lstm and states else None
-        _, hy, cy, _ = _ops.run_rnn(input.unsqueeze(0), weights, h0, c0, None, [], self._mode(),
-                                    1, False, 0, self.bias)
+        _, hy, cy, _ = _ops.run_rnn(input.unsqueeze(0), weights, h0, c0, None, [], mode, 1,
+                                    False, 0, self.bias)
         h, c = hy[0], cy[0] if is_lstm else None
+        if result_dtype is not None:
+            h, c = h.to(result_dtype), (c.to(result_dtype) if is_lstm else None)
         if not is_batched:
             h, c = h.squeeze(0), (c.squeeze(0) if is_lstm else None)
         return (h, c) if is_lstm else h
