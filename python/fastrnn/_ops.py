@@ -69,8 +69,14 @@ def _reserve_dtype(dtype: torch.dtype, device_type: str) -> torch.dtype:
     return compute_dtype(dtype, device_type, "fastrnn.rnn")
 
 
+def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """t in dtype; t itself when it already is (Tensor.to costs a microsecond even then, which
+    counts when streaming one step at a time)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def _contiguous(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
-    return None if t is None else t.to(dtype).contiguous()
+    return None if t is None else _as(t, dtype).contiguous()
 
 
 class _Native:
@@ -114,9 +120,9 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
                    has_bias)
     fields = _desc_fields(sizes, input.shape[-1], cell, num_layers, proj_size, has_bias,
                           batch_sizes)
-    tensors = (_contiguous(input, dtype), [w.to(dtype).contiguous() for w in weights],
+    tensors = (_contiguous(input, dtype), [_contiguous(w, dtype) for w in weights],
                _contiguous(hx, dtype), _contiguous(cx, dtype),
-               [m.to(dtype).contiguous() for m in dropout_masks])
+               [_contiguous(m, dtype) for m in dropout_masks])
     return _Native(input, fields, dtype), sizes, dtype, tensors
 
 
@@ -149,7 +155,7 @@ def _rnn_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Op
     native.forward(_ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
                    [_ptr(m) for m in masks], _ptr(output), _ptr(hy), _ptr(cy), _ptr(reserve),
                    _ptr(workspace))
-    return output.to(out_dtype), hy.to(out_dtype), cy.to(out_dtype), reserve
+    return _as(output, out_dtype), _as(hy, out_dtype), _as(cy, out_dtype), reserve
 
 
 rnn = torch.library.custom_op("fastrnn::rnn", mutates_args=())(_rnn_impl)
@@ -217,8 +223,8 @@ def rnn_backward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
                     [_ptr(m) for m in masks], _ptr(reserve), _ptr(grad_output), _ptr(grad_hy),
                     _ptr(grad_cy), _ptr(grad_input), _ptr(grad_hx), _ptr(grad_cx),
                     [_ptr(g) for g in grad_weights], _ptr(workspace))
-    return (grad_input.to(in_dtype), grad_hx.to(in_dtype), grad_cx.to(in_dtype),
-            [g.to(wd) for g, wd in zip(grad_weights, weight_dtypes)])
+    return (_as(grad_input, in_dtype), _as(grad_hx, in_dtype), _as(grad_cx, in_dtype),
+            [_as(g, wd) for g, wd in zip(grad_weights, weight_dtypes)])
 
 
 @rnn_backward.register_fake
