@@ -20,6 +20,7 @@ unchanged. It is therefore only meaningful for normalized log-probabilities, as 
 
 from __future__ import annotations
 
+import operator
 from typing import Optional, Sequence, Union
 
 import torch
@@ -195,12 +196,30 @@ _ctc_loss_backward_op.register_autograd(_no_double_backward,
 
 
 def _as_lengths(x: Lengths, name: str, batch: int) -> Tensor:
-    t = x if isinstance(x, Tensor) else torch.as_tensor(x)
+    """Lengths as int64 [batch]. Like torch: a tensor of any shape with batch integer elements
+    (a non-integer tensor is a RuntimeError), or Python ints (anything else is a TypeError)."""
+    if isinstance(x, Tensor):
+        t = x
+    else:
+        t = torch.as_tensor(x)
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"{name} must be a tensor or a sequence of ints, got {x!r}")
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise RuntimeError(f"{name} must be integral")
-    if t.dim() > 1 or t.numel() != batch:
+    if t.numel() != batch:
         raise RuntimeError(f"{name} must be of size batch_size")
     return t.reshape(batch).to(torch.int64)
+
+
+def _as_blank(blank) -> int:
+    """blank as a Python int: ints, NumPy integers and 0-d integer tensors, as torch accepts;
+    a float or bool is a TypeError, as torch's argument parser gives."""
+    if isinstance(blank, bool):
+        raise TypeError("blank must be an int, not bool")
+    try:
+        return operator.index(blank)
+    except TypeError:
+        raise TypeError(f"blank must be an int, not {type(blank).__name__}") from None
 
 
 def _prepare(input: Tensor, targets: Tensor, input_lengths: Lengths, target_lengths: Lengths,
@@ -228,7 +247,7 @@ def _prepare(input: Tensor, targets: Tensor, input_lengths: Lengths, target_leng
             f"Expected 1 to 2 dimensions, but got {targets.dim()}-dimensional tensor for targets")
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise RuntimeError(f"targets must be integral, but got {targets.dtype}")
-    if not isinstance(blank, int) or not 0 <= blank < C:
+    if not 0 <= blank < C:
         raise RuntimeError("blank must be in label range")
     il = _as_lengths(input_lengths, "input_lengths", B)
     tl = _as_lengths(target_lengths, "target_lengths", B)
@@ -256,7 +275,7 @@ def _prepare(input: Tensor, targets: Tensor, input_lengths: Lengths, target_leng
         offsets_h = torch.arange(B, dtype=torch.int64) * width
         used = tg_h[torch.arange(width) < tl_h.unsqueeze(1)]
     else:
-        total = int(tl_h.sum())
+        total = sum(tl_h.tolist())  # Python ints: huge lengths must not wrap around
         if targets.shape[0] < total:
             raise RuntimeError(f"Expected targets to have size {total} at dimension 0, "
                                f"but got size {targets.shape[0]}")
@@ -283,6 +302,7 @@ def _prepare(input: Tensor, targets: Tensor, input_lengths: Lengths, target_leng
 
 def _ctc(input, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
          from_logits):
+    blank = _as_blank(blank)
     p = _prepare(input, targets, input_lengths, target_lengths, blank, reduction,
                  "logits" if from_logits else "log_probs")
     # Without a backward to come, the (B, T, 2S+1) forward variables are not stored at all.

@@ -30,6 +30,25 @@ def _check_like_input(input: Tensor, tensors, what: str) -> None:
                                f"tensor with {input.dtype} and {what} tensor with {t.dtype}")
 
 
+def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
+    """A PackedSequence can be built by hand, and the native core trusts its batch_sizes for every
+    row it reads and writes, so they must describe the data: positive, non-increasing, summing to
+    its rows. Errors have the types torch's own kernels raise for such a PackedSequence."""
+    if batch_sizes.dim() != 1 or batch_sizes.is_floating_point():
+        raise TypeError(f"PackedSequence batch_sizes must be a 1-D int64 tensor, got a "
+                        f"{batch_sizes.dim()}-D {batch_sizes.dtype} tensor")
+    if batch_sizes.dtype != torch.int64 or batch_sizes.device.type != "cpu":
+        raise RuntimeError(f"PackedSequence batch_sizes must be an int64 CPU tensor, got "
+                           f"{batch_sizes.dtype} on {batch_sizes.device}")
+    sizes = batch_sizes.tolist()
+    if any(n < 1 for n in sizes) or any(a < b for a, b in zip(sizes, sizes[1:])):
+        raise RuntimeError(f"PackedSequence batch_sizes must be positive and non-increasing, got "
+                           f"{sizes}")
+    if sum(sizes) != data.shape[0]:
+        raise RuntimeError(f"PackedSequence batch_sizes sum to {sum(sizes)} rows but its data has "
+                           f"{data.shape[0]} rows")
+
+
 class _FastRNNBase:
     """forward() shared by RNN, LSTM and GRU; the torch base class provides everything else."""
 
@@ -90,7 +109,9 @@ class _FastRNNBase:
             self.check_input(input, batch_sizes)
         else:
             self.check_forward_args(input, hx, batch_sizes)
-        if batch_sizes is None:
+        if batch_sizes is not None:
+            _check_batch_sizes(input, batch_sizes)
+        else:
             if self.batch_first:
                 input = input.transpose(0, 1)
             if input.size(0) == 0:
