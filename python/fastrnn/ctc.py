@@ -208,7 +208,8 @@ def _as_lengths(x: Lengths, name: str, batch: int) -> Tensor:
         raise RuntimeError(f"{name} must be integral")
     if t.numel() != batch:
         raise RuntimeError(f"{name} must be of size batch_size")
-    return t.reshape(batch).to(torch.int64)
+    # contiguous: an expanded (stride-0) tensor stays a view through reshape and to()
+    return t.reshape(batch).to(torch.int64).contiguous()
 
 
 def _as_blank(blank) -> int:

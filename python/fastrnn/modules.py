@@ -32,21 +32,23 @@ def _check_like_input(input: Tensor, tensors, what: str) -> None:
 
 def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
     """A PackedSequence can be built by hand, and the native core trusts its batch_sizes for every
-    row it reads and writes, so they must describe the data: positive, non-increasing, summing to
-    its rows. Errors have the types torch's own kernels raise for such a PackedSequence."""
-    if batch_sizes.dim() != 1 or batch_sizes.is_floating_point():
-        raise TypeError(f"PackedSequence batch_sizes must be a 1-D int64 tensor, got a "
-                        f"{batch_sizes.dim()}-D {batch_sizes.dtype} tensor")
-    if batch_sizes.dtype != torch.int64 or batch_sizes.device.type != "cpu":
-        raise RuntimeError(f"PackedSequence batch_sizes must be an int64 CPU tensor, got "
-                           f"{batch_sizes.dtype} on {batch_sizes.device}")
+    row it reads and writes, so they must describe the data: a non-empty 1-D int64 CPU tensor of
+    positive, non-increasing counts summing to the data's rows. torch's modules fail on such a
+    PackedSequence with an error that depends on the cell and on h0 (RNN and GRU even ignore extra
+    rows); fastrnn always raises RuntimeError."""
+    if (batch_sizes.dim() != 1 or batch_sizes.dtype != torch.int64
+            or batch_sizes.device.type != "cpu"):
+        raise RuntimeError(f"PackedSequence batch_sizes must be a 1-D int64 CPU tensor, got a "
+                           f"{batch_sizes.dim()}-D {batch_sizes.dtype} tensor on "
+                           f"{batch_sizes.device}")
     sizes = batch_sizes.tolist()
-    if any(n < 1 for n in sizes) or any(a < b for a, b in zip(sizes, sizes[1:])):
-        raise RuntimeError(f"PackedSequence batch_sizes must be positive and non-increasing, got "
-                           f"{sizes}")
-    if sum(sizes) != data.shape[0]:
+    if not sizes or sizes[-1] < 1 or any(a < b for a, b in zip(sizes, sizes[1:])):
+        raise RuntimeError(f"PackedSequence batch_sizes must be non-empty, positive and "
+                           f"non-increasing, got {sizes}")
+    rows = data.shape[0] if data.dim() > 0 else 0
+    if sum(sizes) != rows:
         raise RuntimeError(f"PackedSequence batch_sizes sum to {sum(sizes)} rows but its data has "
-                           f"{data.shape[0]} rows")
+                           f"{rows} rows")
 
 
 class _FastRNNBase:
@@ -87,6 +89,7 @@ class _FastRNNBase:
         orig_input = input
         if isinstance(orig_input, PackedSequence):
             input, batch_sizes, sorted_indices, unsorted_indices = orig_input
+            _check_batch_sizes(input, batch_sizes)
             is_batched = True
             if hx is not None:
                 hx = self.permute_hidden(hx, sorted_indices)
@@ -109,9 +112,7 @@ class _FastRNNBase:
             self.check_input(input, batch_sizes)
         else:
             self.check_forward_args(input, hx, batch_sizes)
-        if batch_sizes is not None:
-            _check_batch_sizes(input, batch_sizes)
-        else:
+        if batch_sizes is None:
             if self.batch_first:
                 input = input.transpose(0, 1)
             if input.size(0) == 0:
