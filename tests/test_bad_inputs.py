@@ -201,7 +201,7 @@ def test_packed_integer_data_like_torch(mode, assert_close):
     RuntimeError); fastrnn runs torch's checks for every module, so it raises what torch's RNN and
     GRU raise for the same PackedSequence."""
     torch_cls, extra = SEQ_MODULES[mode]
-    ref, mod = make_pair(nn.GRU if torch_cls is nn.LSTM else torch_cls, I, H)
+    ref = (nn.GRU if torch_cls is nn.LSTM else torch_cls)(I, H)
     mod = make_pair(torch_cls, I, H, **extra)[1]
     packed = pack_padded_sequence(torch.randint(0, 3, (T, B, I)), [4, 3, 1])
     assert_like_torch(lambda: ref(packed), lambda: mod(packed), assert_close, require_error=True)
@@ -336,6 +336,8 @@ CTC_CASES = {
     "targets_expanded": lambda lp, tg, il, tl: ((lp, tg[:1].expand(CB, CS), il, tl), {}),
     "targets_transposed": lambda lp, tg, il, tl: ((lp, tg.t().contiguous().t(), il, tl), {}),
     "targets_int32": lambda lp, tg, il, tl: ((lp, tg.int(), il, tl), {}),
+    "targets_on_meta": lambda lp, tg, il, tl: ((lp, tg.to("meta"), il, tl), {}),
+    "il_on_meta": lambda lp, tg, il, tl: ((lp, tg, il.to("meta"), tl), {}),
     "targets_empty_concat": lambda lp, tg, il, tl: ((lp, tg[:0, 0], il, torch.tensor([0, 0])), {}),
     # blank and reduction
     "blank_float": lambda lp, tg, il, tl: ((lp, tg, il, tl), dict(blank=0.0)),
