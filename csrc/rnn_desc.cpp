@@ -1,5 +1,4 @@
 // RnnDesc: sizes and row bookkeeping shared by every backend.
-#include <cmath>
 #include <numeric>
 
 #include "fastrnn/rnn.h"
@@ -62,7 +61,7 @@ void RnnDesc::validate() const {
   const real LD = static_cast<real>(num_layers) * num_directions;
   const real rows = static_cast<real>(seq_len) * batch + G * H + O;
   const real width = LD * (8 * G * H + 4 * H + 2 * O) + input_size + num_directions * O;
-  FASTRNN_CHECK(rows * width < std::ldexp(real(1), 62),
+  FASTRNN_CHECK(rows * width < real(int64_t{1} << 62),
                 "sizes too large: buffers would pass 2^62 values");
 }
 

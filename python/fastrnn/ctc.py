@@ -12,7 +12,10 @@ Differences from torch, all stricter or safer:
 - a batch element whose target cannot be aligned (loss = inf) gets a zero gradient also without
   ``zero_infinity`` (torch returns NaN there);
 - target labels outside [0, C) or equal to blank raise RuntimeError (torch reads out of bounds or
-  silently computes a meaningless value), and targets must have an integer dtype.
+  silently computes a meaningless value), and targets must have an integer dtype;
+- a log-probability of -inf gets a zero gradient (torch's is NaN: -inf - -inf in its formula);
+- T = 0 or an empty batch gives the loss the definition gives (0 for an empty target, else inf)
+  where torch raises.
 Like torch, the gradient w.r.t. ``log_probs`` is ``exp(log_probs) - occupancy``: the gradient w.r.t.
 the logits when ``log_probs = log_softmax(logits)``, which ``log_softmax``'s backward passes through
 unchanged. It is therefore only meaningful for normalized log-probabilities, as torch's is.
