@@ -21,7 +21,6 @@ each example's own seed), so that health check is suppressed for these tests onl
 import os
 import warnings
 
-import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -25,7 +25,7 @@ def _normalize(log_probs: Tensor, input_lengths: Lengths, blank: int):
     arguments checked as ctc_loss checks them (same error types)."""
     blank = _as_blank(blank)
     if not log_probs.is_floating_point():
-        raise NotImplementedError(f"CTC decoding needs floating-point log_probs, got "
+        raise NotImplementedError("CTC decoding needs floating-point log_probs, got "
                                   f"{log_probs.dtype}")
     if log_probs.dim() not in (2, 3):
         raise RuntimeError(f"Expected log_probs of shape (T, B, C) or (T, C), "
