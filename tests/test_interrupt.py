@@ -36,7 +36,7 @@ CHILD = textwrap.dedent(r"""
         out = mod(x)[0] if phase == "backward" else None
 
         def interrupt():
-            time.sleep(0.1)
+            time.sleep(0.05)
             os.kill(os.getpid(), signal.SIGINT)
 
         timer = threading.Thread(target=interrupt)
