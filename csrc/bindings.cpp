@@ -28,9 +28,17 @@ PYBIND11_MODULE(_C, m) {
   bind_ctc(m);
 
   py::class_<RnnDesc>(m, "RnnDesc")
-      .def(py::init(&bindings::make_rnn_desc), py::arg("fields"),
-           "From (cell code, num_layers, num_directions, input_size, hidden_size, proj_size, "
-           "has_bias, seq_len, batch, batch_sizes)")
+      .def(py::init([](int cell, int64_t num_layers, int64_t num_directions, int64_t input_size,
+                       int64_t hidden_size, int64_t proj_size, bool has_bias, int64_t seq_len,
+                       int64_t batch, std::vector<int64_t> batch_sizes) {
+             return bindings::make_rnn_desc({cell, num_layers, num_directions, input_size,
+                                             hidden_size, proj_size, has_bias, seq_len, batch,
+                                             std::move(batch_sizes)});
+           }),
+           py::arg("cell"), py::arg("num_layers"), py::arg("num_directions"),
+           py::arg("input_size"), py::arg("hidden_size"), py::arg("proj_size"),
+           py::arg("has_bias"), py::arg("seq_len"), py::arg("batch"),
+           py::arg("batch_sizes") = std::vector<int64_t>{})
       .def_property_readonly("total_rows", &RnnDesc::total_rows)
       .def_property_readonly("reserve_elems_per_row",
                              [](const RnnDesc& d) { return reserve_elems_per_row(d); })

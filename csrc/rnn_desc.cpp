@@ -55,6 +55,17 @@ void RnnDesc::validate() const {
                     "batch_sizes must be non-increasing");
     }
   }
+  // Every index the kernels form lies within a buffer of at most (rows + weight rows) x (widest
+  // row of any buffer, all layers and directions together) values. Refusing sizes where that
+  // bound passes 2^62 keeps all int64 index arithmetic exact (long double: the bound itself
+  // must not overflow).
+  using real = long double;
+  const real G = static_cast<real>(gates()), H = hidden_size, O = out_size();
+  const real LD = static_cast<real>(num_layers) * num_directions;
+  const real rows = static_cast<real>(seq_len) * batch + G * H + O;
+  const real width = LD * (8 * G * H + 4 * H + 2 * O) + input_size + num_directions * O;
+  FASTRNN_CHECK(rows * width < real(int64_t{1} << 62),
+                "sizes too large: buffers would pass 2^62 values");
 }
 
 void RnnDesc::finalize() {

@@ -27,9 +27,11 @@ __device__ __forceinline__ V ninf() {
   return V(-INFINITY);
 }
 
-// log(exp(x) + exp(y) + exp(z)), -inf when all are -inf (never NaN).
+// log(exp(x) + exp(y) + exp(z)), -inf when all are -inf, NaN when any is NaN (as torch's CTC
+// gives; fmax alone would drop it).
 template <class V>
 __device__ __forceinline__ V logsumexp3(V x, V y, V z) {
+  if (isnan(x) || isnan(y) || isnan(z)) return x + y + z;
   const V m = fmax(fmax(x, y), z);
   if (m == ninf<V>()) return m;
   return m + dlog(dexp(x - m) + dexp(y - m) + dexp(z - m));
@@ -215,6 +217,12 @@ __global__ void __launch_bounds__(kThreads)
     grad[(t * p.B + b) * p.C + i % p.C] = V(0);
   }
   if (active == 0) return;
+  if (isnan(nll)) {  // a NaN input on a path: the whole gradient is NaN, as torch's is
+    for (int64_t i = threadIdx.x; i < active * p.C; i += kThreads) {
+      grad[((i / p.C) * p.B + b) * p.C + i % p.C] = V(NAN);
+    }
+    return;
+  }
 
   Scratch<V> w(block_scratch<V>(workspace, p, shared), p.L);
   // Chains of equal labels: each label position k points to the next position with its label;
@@ -345,7 +353,9 @@ void ctc_forward_cuda(const CtcDesc& desc, DType dtype, const CtcForwardArgs& ar
   check_args(desc, dtype, args.input, args.targets, args.target_offsets, args.input_lengths,
              args.target_lengths, args.workspace);
   FASTRNN_CHECK(desc.batch == 0 || args.loss, "ctc: missing loss");
-  FASTRNN_CHECK(!desc.from_logits || desc.batch == 0 || args.row_lse, "ctc: missing row_lse");
+  // Buffers of T*B or B*T*L values are empty, and may be null, when T or B is 0.
+  FASTRNN_CHECK(!desc.from_logits || desc.batch == 0 || desc.max_time == 0 || args.row_lse,
+                "ctc: missing row_lse");
   FASTRNN_CHECK(desc.batch <= INT32_MAX, "ctc: batch too large for one grid");
   if (desc.batch == 0) return;
   cuda::DeviceGuard guard(device);
@@ -360,9 +370,12 @@ void ctc_backward_cuda(const CtcDesc& desc, DType dtype, const CtcBackwardArgs& 
                        int device, void* stream) {
   check_args(desc, dtype, args.input, args.targets, args.target_offsets, args.input_lengths,
              args.target_lengths, args.workspace);
-  FASTRNN_CHECK(desc.batch == 0 || (args.log_alpha && args.grad_loss && args.grad_input),
+  FASTRNN_CHECK(desc.batch == 0 || args.grad_loss, "ctc: missing grad_loss");
+  // Buffers of T*B or B*T*L values are empty, and may be null, when T or B is 0.
+  FASTRNN_CHECK(desc.batch == 0 || desc.max_time == 0 || (args.log_alpha && args.grad_input),
                 "ctc: missing buffer");
-  FASTRNN_CHECK(!desc.from_logits || desc.batch == 0 || args.row_lse, "ctc: missing row_lse");
+  FASTRNN_CHECK(!desc.from_logits || desc.batch == 0 || desc.max_time == 0 || args.row_lse,
+                "ctc: missing row_lse");
   FASTRNN_CHECK(desc.batch <= INT32_MAX, "ctc: batch too large for one grid");
   if (desc.batch == 0) return;
   cuda::DeviceGuard guard(device);

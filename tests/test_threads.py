@@ -5,6 +5,7 @@ import threading
 import warnings
 
 import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fastrnn
 
@@ -15,6 +16,32 @@ def _run(module, x):
     return (out, h, c) + grads
 
 
+def _concurrent_results_equal_serial(jobs, rounds=3):
+    """Runs every job (a function returning tensors) once alone, then all of them at once from
+    their own threads, `rounds` times each; every concurrent result must be the serial bits."""
+    expected = [job() for job in jobs]
+    results = [None] * len(jobs)
+    errors = []
+
+    def worker(i):
+        try:
+            for _ in range(rounds):
+                results[i] = jobs[i]()
+        except Exception as exc:  # surfaced below, never swallowed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a worker hung"
+    assert not errors, errors
+    for got, want in zip(results, expected):
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+
+
 def test_concurrent_callers_get_serial_results():
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -22,27 +49,37 @@ def test_concurrent_callers_get_serial_results():
         # Big enough that the recurrence and the GEMMs use the thread pool.
         modules = [fastrnn.LSTM(16, 72, bidirectional=True) for _ in range(4)]
         inputs = [torch.randn(6, 20, 16, requires_grad=True) for _ in modules]
-        expected = [_run(m, x) for m, x in zip(modules, inputs)]
-        results = [None] * len(modules)
-        errors = []
+        _concurrent_results_equal_serial(
+            [lambda m=m, x=x: _run(m, x) for m, x in zip(modules, inputs)])
+    finally:
+        torch.set_num_threads(previous)
 
-        def worker(i):
-            try:
-                for _ in range(3):
-                    results[i] = _run(modules[i], inputs[i])
-            except Exception as exc:  # surfaced below, never swallowed
-                errors.append(exc)
 
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(modules))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert not any(t.is_alive() for t in threads), "a worker hung"
-        assert not errors, errors
-        for got, want in zip(results, expected):
-            for a, b in zip(got, want):
-                assert torch.equal(a, b)
+def test_concurrent_mixed_callers_get_serial_results():
+    """Different cells, packed input and CTC at the same time, forward and backward."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gru = fastrnn.GRU(16, 96, num_layers=2)
+        rnn = fastrnn.RNN(16, 128, nonlinearity="relu", bidirectional=True)
+        x = torch.randn(8, 24, 16, requires_grad=True)
+        lengths = torch.arange(24, 0, -1).clamp(max=8)
+        log_probs = torch.randn(50, 6, 20).log_softmax(2).requires_grad_()
+        targets = torch.randint(1, 20, (6, 12))
+
+        def run_module(module, inp):
+            out, h = module(inp)
+            data = out.data if isinstance(out, PackedSequence) else out
+            grads = torch.autograd.grad(data.sum() + h.sum(), [x, *module.parameters()])
+            return (data, h) + grads
+
+        def run_ctc():
+            loss = fastrnn.ctc_loss(log_probs, targets, torch.full((6,), 50),
+                                    torch.arange(7, 13), reduction="none")
+            return (loss,) + torch.autograd.grad(loss.sum(), log_probs)
+
+        _concurrent_results_equal_serial([lambda: run_module(gru, pack_padded_sequence(x, lengths)),
+                                          lambda: run_module(rnn, x), run_ctc])
     finally:
         torch.set_num_threads(previous)
 

@@ -221,6 +221,12 @@ void backward_impl(const CtcDesc& d, const CtcBackwardArgs& a, int64_t num_threa
     const int64_t active = std::isinf(nll) ? 0 : el.T_b;
     for (int64_t t = active; t < T; ++t) std::fill_n(grad + (t * B + b) * C, C, V(0));
     if (active == 0) return;
+    if (std::isnan(nll)) {  // a NaN input on a path: the whole gradient is NaN, as torch's is
+      for (int64_t t = 0; t < active; ++t) {
+        std::fill_n(grad + (t * B + b) * C, C, std::numeric_limits<V>::quiet_NaN());
+      }
+      return;
+    }
 
     el.fill_ext_and_skip(d, w);
     el.sort_labels(w);
@@ -288,7 +294,9 @@ void ctc_forward_cpu(const CtcDesc& desc, DType dtype, const CtcForwardArgs& arg
   cpu::check_common(desc, dtype, num_threads, args.input, args.targets, args.target_offsets,
                args.input_lengths, args.target_lengths, args.workspace);
   FASTRNN_CHECK(desc.batch == 0 || args.loss, "ctc: missing loss");
-  FASTRNN_CHECK(!desc.from_logits || desc.batch == 0 || args.row_lse, "ctc: missing row_lse");
+  // Buffers of T*B or B*T*L values are empty, and may be null, when T or B is 0.
+  FASTRNN_CHECK(!desc.from_logits || desc.batch == 0 || desc.max_time == 0 || args.row_lse,
+                "ctc: missing row_lse");
   if (dtype == DType::Float32) {
     cpu::forward_impl<float>(desc, args, num_threads);
   } else {
@@ -300,9 +308,12 @@ void ctc_backward_cpu(const CtcDesc& desc, DType dtype, const CtcBackwardArgs& a
                       int64_t num_threads) {
   cpu::check_common(desc, dtype, num_threads, args.input, args.targets, args.target_offsets,
                args.input_lengths, args.target_lengths, args.workspace);
-  FASTRNN_CHECK(desc.batch == 0 || (args.log_alpha && args.grad_loss && args.grad_input),
+  FASTRNN_CHECK(desc.batch == 0 || args.grad_loss, "ctc: missing grad_loss");
+  // Buffers of T*B or B*T*L values are empty, and may be null, when T or B is 0.
+  FASTRNN_CHECK(desc.batch == 0 || desc.max_time == 0 || (args.log_alpha && args.grad_input),
                 "ctc: missing buffer");
-  FASTRNN_CHECK(!desc.from_logits || desc.batch == 0 || args.row_lse, "ctc: missing row_lse");
+  FASTRNN_CHECK(!desc.from_logits || desc.batch == 0 || desc.max_time == 0 || args.row_lse,
+                "ctc: missing row_lse");
   if (dtype == DType::Float32) {
     cpu::backward_impl<float>(desc, args, num_threads);
   } else {

@@ -121,8 +121,9 @@ inline V vlog(V x) {
   return x == V(0) ? neg_inf<V>() : (x != x ? x : y);
 }
 
-// log(exp(x) + exp(y) + exp(z)), -inf when all three are -inf. The largest term contributes
-// exactly 1, so only the other two need an exp (found by a min/max network, no branches).
+// log(exp(x) + exp(y) + exp(z)), -inf when all three are -inf, NaN when any is NaN (as torch's
+// CTC gives). The largest term contributes exactly 1, so only the other two need an exp (found by
+// a min/max network, no branches); that network drops NaNs, so they are caught apart.
 template <class V>
 inline V logsumexp3(V x, V y, V z) {
   const V hi_xy = vmax(x, y), lo_xy = vmin(x, y);
@@ -130,7 +131,8 @@ inline V logsumexp3(V x, V y, V z) {
   const V mid = vmin(hi_xy, z);
   const V mm = m == neg_inf<V>() ? V(0) : m;
   const V r = mm + vlog(V(1) + vexp(mid - mm) + vexp(lo_xy - mm));
-  return m == neg_inf<V>() ? m : r;
+  const bool any_nan = (x != x) | (y != y) | (z != z);
+  return any_nan ? x + y + z : (m == neg_inf<V>() ? m : r);
 }
 
 // e[s] = row[ext[s]] - shift for s in [lo, hi).

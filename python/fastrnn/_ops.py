@@ -62,7 +62,7 @@ def _desc_fields(sizes, input_size, cell, num_layers, proj_size, has_bias, batch
 def _reserve_per_row(cell, num_layers, bidirectional, input_size, hidden, proj_size, has_bias):
     fields = (int(_CELL_KINDS[cell]), num_layers, 1 + bidirectional, input_size, hidden,
               proj_size, has_bias, 0, 0, [])
-    return _C.RnnDesc(fields).reserve_elems_per_row
+    return _C.RnnDesc(*fields).reserve_elems_per_row
 
 
 def _reserve_dtype(dtype: torch.dtype, device_type: str) -> torch.dtype:
@@ -84,7 +84,7 @@ class _Native:
     ``_cuda`` on a GPU (with the tensors' device and its current stream)."""
 
     def __init__(self, input: Tensor, fields, dtype: torch.dtype):
-        self.desc = _C.RnnDesc(fields)
+        self.desc = _C.RnnDesc(*fields)
         self.dtype = native_dtype(dtype, "fastrnn.rnn")
         self.on_cuda = input.device.type == "cuda"
         if self.on_cuda:
@@ -123,7 +123,11 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
     tensors = (_contiguous(input, dtype), [_contiguous(w, dtype) for w in weights],
                _contiguous(hx, dtype), _contiguous(cx, dtype),
                [_contiguous(m, dtype) for m in dropout_masks])
-    return _Native(input, fields, dtype), sizes, dtype, tensors
+    native = _Native(input, fields, dtype)
+    if native.desc.total_rows != sizes[2]:  # the core trusts batch_sizes for every row
+        raise RuntimeError(f"PackedSequence batch_sizes sum to {native.desc.total_rows} rows but "
+                           f"its data has {sizes[2]} rows")
+    return native, sizes, dtype, tensors
 
 
 def _check_device(input: Tensor) -> None:

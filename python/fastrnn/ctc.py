@@ -12,7 +12,10 @@ Differences from torch, all stricter or safer:
 - a batch element whose target cannot be aligned (loss = inf) gets a zero gradient also without
   ``zero_infinity`` (torch returns NaN there);
 - target labels outside [0, C) or equal to blank raise RuntimeError (torch reads out of bounds or
-  silently computes a meaningless value), and targets must have an integer dtype.
+  silently computes a meaningless value), and targets must have an integer dtype;
+- a log-probability of -inf gets a zero gradient (torch's is NaN: -inf - -inf in its formula);
+- T = 0 or an empty batch gives the loss the definition gives (0 for an empty target, else inf)
+  where torch raises.
 Like torch, the gradient w.r.t. ``log_probs`` is ``exp(log_probs) - occupancy``: the gradient w.r.t.
 the logits when ``log_probs = log_softmax(logits)``, which ``log_softmax``'s backward passes through
 unchanged. It is therefore only meaningful for normalized log-probabilities, as torch's is.
@@ -20,6 +23,7 @@ unchanged. It is therefore only meaningful for normalized log-probabilities, as 
 
 from __future__ import annotations
 
+import operator
 from typing import Optional, Sequence, Union
 
 import torch
@@ -201,12 +205,31 @@ _ctc_loss_backward_op.register_autograd(_no_double_backward,
 
 
 def _as_lengths(x: Lengths, name: str, batch: int) -> Tensor:
-    t = x if isinstance(x, Tensor) else torch.as_tensor(x)
+    """Lengths as int64 [batch]. Like torch: a tensor of any shape with batch integer elements
+    (a non-integer tensor is a RuntimeError), or Python ints (anything else is a TypeError)."""
+    if isinstance(x, Tensor):
+        t = x
+    else:
+        t = torch.as_tensor(x)
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"{name} must be a tensor or a sequence of ints, got {x!r}")
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise RuntimeError(f"{name} must be integral")
-    if t.dim() > 1 or t.numel() != batch:
+    if t.numel() != batch:
         raise RuntimeError(f"{name} must be of size batch_size")
-    return t.reshape(batch).to(torch.int64)
+    # contiguous: an expanded (stride-0) tensor stays a view through reshape and to()
+    return t.reshape(batch).to(torch.int64).contiguous()
+
+
+def _as_blank(blank) -> int:
+    """blank as a Python int: ints, NumPy integers and 0-d integer tensors, as torch accepts;
+    a float or bool is a TypeError, as torch's argument parser gives."""
+    if isinstance(blank, bool):
+        raise TypeError("blank must be an int, not bool")
+    try:
+        return operator.index(blank)
+    except TypeError:
+        raise TypeError(f"blank must be an int, not {type(blank).__name__}") from None
 
 
 def _require(ok: Tensor, summary: str, message) -> None:
@@ -247,7 +270,7 @@ def _prepare(input: Tensor, targets: Tensor, input_lengths: Lengths, target_leng
             f"Expected 1 to 2 dimensions, but got {targets.dim()}-dimensional tensor for targets")
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise RuntimeError(f"targets must be integral, but got {targets.dtype}")
-    if not isinstance(blank, int) or not 0 <= blank < C:
+    if not 0 <= blank < C:
         raise RuntimeError("blank must be in label range")
     il = _as_lengths(input_lengths, "input_lengths", B)
     tl = _as_lengths(target_lengths, "target_lengths", B)
@@ -278,10 +301,15 @@ def _prepare(input: Tensor, targets: Tensor, input_lengths: Lengths, target_leng
         offsets_h = torch.arange(B, dtype=torch.int64) * width
         used = torch.arange(width) < tl_h.unsqueeze(1)
     else:
-        total = tl_h.sum()
-        _require(total <= targets.shape[0], "targets is shorter than the sum of target_lengths",
-                 lambda: f"Expected targets to have size {int(total)} at dimension 0, "
-                         f"but got size {targets.shape[0]}")
+        if torch.compiler.is_compiling():
+            total = tl_h.sum()
+            _require(total <= targets.shape[0], "targets is shorter than the sum of target_lengths",
+                     lambda: "")
+        else:
+            total = sum(tl_h.tolist())  # Python ints: huge lengths must not wrap around
+            if targets.shape[0] < total:
+                raise RuntimeError(f"Expected targets to have size {total} at dimension 0, "
+                                   f"but got size {targets.shape[0]}")
         offsets_h = torch.cumsum(tl_h, 0) - tl_h
         used = torch.arange(targets.shape[0]) < total
     invalid = used & ((tg_h < 0) | (tg_h >= C) | (tg_h == blank))
@@ -307,6 +335,7 @@ def _prepare(input: Tensor, targets: Tensor, input_lengths: Lengths, target_leng
 
 def _ctc(input, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
          from_logits):
+    blank = _as_blank(blank)
     p = _prepare(input, targets, input_lengths, target_lengths, blank, reduction,
                  "logits" if from_logits else "log_probs")
     # Without a backward to come, the (B, T, 2S+1) forward variables are not stored at all.

@@ -13,12 +13,20 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .ctc import _as_blank, _as_lengths
+
 __all__ = ["ctc_greedy_decode", "ctc_beam_search"]
 
 Lengths = Union[Tensor, Sequence[int], None]
 
 
 def _normalize(log_probs: Tensor, input_lengths: Lengths, blank: int):
+    """(log_probs as float64 (T, B, C) on CPU, lengths as ints, unbatched, blank as int), with the
+    arguments checked as ctc_loss checks them (same error types)."""
+    blank = _as_blank(blank)
+    if not log_probs.is_floating_point():
+        raise NotImplementedError("CTC decoding needs floating-point log_probs, got "
+                                  f"{log_probs.dtype}")
     if log_probs.dim() not in (2, 3):
         raise RuntimeError(f"Expected log_probs of shape (T, B, C) or (T, C), "
                            f"but got {log_probs.dim()}-dimensional tensor")
@@ -32,12 +40,10 @@ def _normalize(log_probs: Tensor, input_lengths: Lengths, blank: int):
     if input_lengths is None:
         lengths = [T] * B
     else:
-        lengths = [int(x) for x in torch.as_tensor(input_lengths).reshape(-1)]
-        if len(lengths) != B:
-            raise RuntimeError("input_lengths must be of size batch_size")
+        lengths = _as_lengths(input_lengths, "input_lengths", B).tolist()
         if any(n < 0 or n > T for n in lengths):
             raise RuntimeError(f"input_lengths must lie in [0, {T}]")
-    return lp, lengths, unbatched
+    return lp, lengths, unbatched, blank
 
 
 def ctc_greedy_decode(log_probs: Tensor, input_lengths: Lengths = None, blank: int = 0):
@@ -48,7 +54,7 @@ def ctc_greedy_decode(log_probs: Tensor, input_lengths: Lengths = None, blank: i
     per-step maxima over the element's valid steps). Ties go to the lowest class index.
     Unbatched input gives a single label list and a 0-d score.
     """
-    lp, lengths, unbatched = _normalize(log_probs, input_lengths, blank)
+    lp, lengths, unbatched, blank = _normalize(log_probs, input_lengths, blank)
     best, best_idx = lp.max(dim=2)  # (T, B)
     tokens, scores = [], []
     for b, n in enumerate(lengths):
@@ -125,7 +131,7 @@ def ctc_beam_search(log_probs: Tensor, input_lengths: Lengths = None, beam_width
     """
     if beam_width < 1 or num_results < 1 or (top_k is not None and top_k < 1):
         raise ValueError("beam_width, num_results and top_k must be >= 1")
-    lp, lengths, unbatched = _normalize(log_probs, input_lengths, blank)
+    lp, lengths, unbatched, blank = _normalize(log_probs, input_lengths, blank)
     results = []
     for b, n in enumerate(lengths):
         hyps = _beam_search_one(lp[:n, b].tolist(), beam_width, blank, top_k)

@@ -53,6 +53,27 @@ def _autocast(input: Tensor, weights, states, low_precision_result: bool):
     return cast(input), cast(weights), cast(states), result
 
 
+def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
+    """A PackedSequence can be built by hand, and the native core trusts its batch_sizes for every
+    row it reads and writes, so they must describe the data: a non-empty 1-D int64 CPU tensor of
+    positive, non-increasing counts summing to the data's rows. torch's modules fail on such a
+    PackedSequence with an error that depends on the cell and on h0 (RNN and GRU even ignore extra
+    rows); fastrnn always raises RuntimeError."""
+    if (batch_sizes.dim() != 1 or batch_sizes.dtype != torch.int64
+            or batch_sizes.device.type != "cpu"):
+        raise RuntimeError(f"PackedSequence batch_sizes must be a 1-D int64 CPU tensor, got a "
+                           f"{batch_sizes.dim()}-D {batch_sizes.dtype} tensor on "
+                           f"{batch_sizes.device}")
+    sizes = batch_sizes.tolist()
+    if not sizes or sizes[-1] < 1 or any(a < b for a, b in zip(sizes, sizes[1:])):
+        raise RuntimeError(f"PackedSequence batch_sizes must be non-empty, positive and "
+                           f"non-increasing, got {sizes}")
+    rows = data.shape[0] if data.dim() > 0 else 0
+    if sum(sizes) != rows:
+        raise RuntimeError(f"PackedSequence batch_sizes sum to {sum(sizes)} rows but its data has "
+                           f"{rows} rows")
+
+
 class _FastRNNBase:
     """forward() shared by RNN, LSTM and GRU; the torch base class provides everything else."""
 
@@ -99,6 +120,8 @@ class _FastRNNBase:
         orig_input = input
         if isinstance(orig_input, PackedSequence):
             input, batch_sizes, sorted_indices, unsorted_indices = orig_input
+            if not torch.compiler.is_compiling():  # a host read; the op checks the rows again
+                _check_batch_sizes(input, batch_sizes)
             is_batched = True
             if hx is not None:
                 hx = self.permute_hidden(hx, sorted_indices)

@@ -58,6 +58,8 @@ struct CtcDesc {
   // Throws std::invalid_argument on an inconsistent descriptor (inline: the CUDA module shares it).
   void validate() const {
     FASTRNN_CHECK(max_time >= 0 && batch >= 0 && max_target >= 0, "ctc: negative size");
+    // Extended positions (up to 2S) are stored as int32 in the kernels' label tables.
+    FASTRNN_CHECK(max_target < (int64_t{1} << 30), "ctc: max_target must be below 2^30");
     FASTRNN_CHECK(num_classes >= 1 && num_classes <= INT32_MAX,
                   "ctc: num_classes must be in [1, 2^31)");
     FASTRNN_CHECK(blank >= 0 && blank < num_classes, "ctc: blank must be in [0, num_classes)");
