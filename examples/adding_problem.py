@@ -72,7 +72,7 @@ def experiment(impl, args, init) -> Result:
                                           else (args.steps, 32, args.iters, 64, 50))
     data = torch.Generator().manual_seed(args.seed)
     val_x, val_y = adding_batch(1000, steps, data)
-    watch = Stopwatch()
+    watches = {kind: Stopwatch() for kind in KINDS}
     curves, grads_init, grads_trained, final = {}, {}, {}, {}
     for kind in KINDS:
         model = init.apply(kind, Adder(kind, impl, hidden))
@@ -83,7 +83,7 @@ def experiment(impl, args, init) -> Result:
         bar = Progress(iters, f"{kind:4} [{impl}]")
         for it in bar:
             x, y = adding_batch(batch, steps, train)
-            with watch:
+            with watches[kind]:
                 loss = nn.functional.mse_loss(model(x), y)
                 opt.zero_grad()
                 loss.backward()
@@ -97,12 +97,13 @@ def experiment(impl, args, init) -> Result:
         curves[kind] = curve
         final[kind] = curve[-1][1]
         grads_trained[kind] = input_gradient_norms(model, val_x[:256], val_y[:256])
-    metrics = {f"{kind} val MSE": final[kind] for kind in KINDS}
+    metrics = {f"{kind} training time (s)": watches[kind].seconds for kind in KINDS}
+    metrics.update({f"{kind} val MSE": final[kind] for kind in KINDS})
     # How much of the gradient reaches a typical first-marker position (T/4) from the end.
     for kind in KINDS:
         g = grads_trained[kind]
         metrics[f"{kind} |dL/dx_T/4| / |dL/dx_T-1|"] = g[steps // 4] / g[-1]
-    return Result(watch.seconds, metrics,
+    return Result(sum(w.seconds for w in watches.values()), metrics,
                   dict(curves=curves, grads_init=grads_init, grads_trained=grads_trained,
                        steps=steps))
 

@@ -196,8 +196,10 @@ def experiment(impl, args, init) -> Result:
                                 args.temperature, torch.Generator().manual_seed(args.seed + 2))
     sample = prompt + "".join(vocab[i] for i in sampled)
     print(f"\n--- sample [{impl}], temperature {args.temperature} ---\n{sample}\n---")
+    clipped = sum(norm > args.clip for norm in curve["grad_norm"]) / len(curve["grad_norm"])
     return Result(watch.seconds,
                   {"val bits/char": curve["val_bpc"][-1],
+                   "fraction of steps clipped": clipped,
                    "sampling chars/s (T=1, B=1)": sample_len / seconds},
                   dict(curve=curve, sample=sample, clip=args.clip))
 
@@ -226,6 +228,7 @@ def plot(results, args):
     ax_grad.set(xlabel="training step", ylabel="global L2 norm", title="gradient clipping")
     ax_loss.legend(fontsize=8)
     ax_grad.legend(fontsize=8)
+    fig.tight_layout()
     save_figure(fig, args, "char_lm.png")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "char_lm_sample.txt"), "w") as f:
@@ -237,7 +240,7 @@ def main():
     parser.add_argument("--iters", type=int, default=1200, help="training steps")
     parser.add_argument("--hidden", type=int, default=128, help="LSTM hidden size")
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--clip", type=float, default=1.0, help="max gradient norm")
+    parser.add_argument("--clip", type=float, default=0.5, help="max gradient norm")
     parser.add_argument("--min-teacher-prob", type=float, default=0.7,
                         help="teacher-forcing probability reached at the end of training")
     parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
