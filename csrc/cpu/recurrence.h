@@ -118,7 +118,7 @@ class Driver {
       const T* x_l = layer_input(f, reserve, buf.masked, l);
       T* dx_l = l == 0 ? static_cast<T*>(a.dx) : buf.dy_next[l % 2];
       for (int64_t d = 0; d < D_; ++d) {
-        backward_recurrence(a, l, d, dy_l, reserve, buf.dir[0], threads_);
+        backward_recurrence(a, l, d, dy_l, reserve, buf.dir[0], backward_threads());
         backward_gemms(a, l, d, x_l, dx_l, reserve, buf.dir[0]);  // dX sums over directions
       }
       if (l > 0 && !f.masks.empty()) {
@@ -131,10 +131,16 @@ class Driver {
 
  private:
   // Threads for the time loop: one when a step is too small to repay a barrier per step (a
-  // barrier costs a fraction of a microsecond on idle cores, far more on busy ones).
-  int recurrence_threads(bool direct, int threads) const {
+  // barrier costs a fraction of a microsecond on idle cores, far more on busy ones). Backward
+  // runs inside autograd, right after torch ops whose OpenMP threads keep spinning on the other
+  // cores for a while, so there a second thread pays off only for much larger steps (measured:
+  // bench/kernels/NOTES.md).
+  int backward_threads() const { return B_ * O_ * GH_ < (int64_t{1} << 21) ? 1 : threads_; }
+
+  int recurrence_threads(bool direct, int threads, Pass pass) const {
     const int64_t step_macs = B_ * O_ * GH_;
-    return direct || step_macs < (int64_t{1} << 17) ? 1 : threads;
+    const int64_t min_macs = int64_t{1} << (pass == Pass::Forward ? 17 : 21);
+    return direct || step_macs < min_macs ? 1 : threads;
   }
 
   int64_t max_layer_input() const {
@@ -288,7 +294,7 @@ class Driver {
     // With a handful of rows in the whole sequence (streaming one step at a time), packing the
     // weights would cost more than the steps: multiply straight from them, on one thread.
     const bool direct = N_ <= kDirectRows;
-    const int threads = recurrence_threads(direct, threads_here);
+    const int threads = recurrence_threads(direct, threads_here, Pass::Forward);
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
@@ -416,7 +422,7 @@ class Driver {
     if (Cell::kHasCell) init_state(a.dcy, state * B_ * H_, B_ * H_, dc_run);
 
     const bool direct = N_ <= kDirectRows;  // as in forward
-    const int threads = recurrence_threads(direct, threads_here);
+    const int threads = recurrence_threads(direct, threads_here, Pass::Backward);
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
@@ -485,19 +491,19 @@ class Driver {
     auto dw = [&](int64_t k) { return static_cast<T*>(a.dweights[first + k]); };
     int64_t k = 0;
     gemm(Trans::Yes, Trans::No, GH_, in_l, N_, buf.dgi, GH_, x_l, in_l, false, dw(k++), in_l,
-         buf.pack, threads_);
+         buf.pack, backward_threads());
     gemm(Trans::Yes, Trans::No, GH_, O_, N_, buf.dgh, GH_, buf.h_prev, O_, false, dw(k++), O_,
-         buf.pack, threads_);
+         buf.pack, backward_threads());
     if (desc_.has_bias) {
       column_sums(buf.dgi, dw(k++));
       column_sums(buf.dgh, dw(k++));
     }
     if (P_ > 0) {
       gemm(Trans::Yes, Trans::No, P_, H_, N_, buf.dr, P_, hh, H_, false, dw(k), H_, buf.pack,
-           threads_);
+           backward_threads());
     }
     gemm(Trans::No, Trans::No, N_, in_l, GH_, buf.dgi, GH_, w.w_ih, in_l, d > 0, dx_l, in_l,
-         buf.pack, threads_);
+         buf.pack, backward_threads());
   }
 
   // The cell's backward at one step for unit blocks [u0, u1): dG rows, dc in place and, for
@@ -549,7 +555,7 @@ class Driver {
 
   // out[j] = sum over rows of m[row][j] for an [N, G*H] matrix, columns split across threads.
   void column_sums(const T* m, T* out) const {
-    const int threads = N_ * GH_ < (1 << 16) ? 1 : threads_;
+    const int threads = N_ * GH_ < (1 << 16) ? 1 : backward_threads();
     parallel(threads, [&](int tid, int n) {
       for (int64_t j = GH_ * tid / n; j < GH_ * (tid + 1) / n; ++j) out[j] = T(0);
       for (int64_t r = 0; r < N_; ++r) {

@@ -21,15 +21,27 @@ void SpinBarrier::wait() {
   const unsigned gen = generation_.load(std::memory_order_acquire);
   if (arrived_.fetch_add(1, std::memory_order_acq_rel) == parties_ - 1) {
     arrived_.store(0, std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    // seq_cst, paired with the sleeper's increment of sleepers_ and its re-check of generation_:
+    // either the sleeper sees the new generation, or this thread sees the sleeper.
+    generation_.fetch_add(1, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      wake_.notify_all();
+    }
     return;
   }
-  // Spin briefly (steps are short), then yield so that an oversubscribed machine still progresses.
+  constexpr int kSpins = 4000, kYields = 64;
   for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-    if (spins < 4000) {
+    if (spins < kSpins) {
       FASTRNN_PAUSE();
-    } else {
+    } else if (spins < kSpins + kYields) {
       std::this_thread::yield();
+    } else {
+      std::unique_lock<std::mutex> lock(mutex_);
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      wake_.wait(lock, [&] { return generation_.load(std::memory_order_seq_cst) != gen; });
+      sleepers_.fetch_sub(1, std::memory_order_relaxed);
+      return;
     }
   }
 }

@@ -1,6 +1,6 @@
 // A small persistent thread pool for the CPU kernels, and a spinning barrier for the
 // per-step synchronization inside a recurrence (a step can take under a microsecond, far less
-// than a condition-variable wake-up).
+// than a condition-variable wake-up, which the barrier only falls back to when a party is late).
 //
 // parallel(n, fn) runs fn(tid, n) on n threads (the caller is tid 0) and returns when all are
 // done. Work is split statically by tid, so which thread computes which output never depends on
@@ -9,10 +9,16 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
+#include <mutex>
 
 namespace fastrnn::cpu {
 
+// Waiters spin first (a step is short), then yield, then sleep on a condition variable: on an
+// oversubscribed machine a descheduled party can take a whole time slice to arrive, and a waiter
+// that only yields may keep its core from it. The last arriver only touches the mutex when
+// someone sleeps, so the fast path stays two atomic operations.
 class SpinBarrier {
  public:
   explicit SpinBarrier(int parties) : parties_(parties) {}
@@ -23,6 +29,9 @@ class SpinBarrier {
   const int parties_;
   std::atomic<int> arrived_{0};
   std::atomic<unsigned> generation_{0};
+  std::atomic<int> sleepers_{0};
+  std::mutex mutex_;
+  std::condition_variable wake_;
 };
 
 // Runs fn(tid, n) for tid in [0, n) concurrently; n is clamped to [1, max_threads()].
