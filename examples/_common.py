@@ -196,6 +196,17 @@ def save_figure(fig, args: argparse.Namespace, filename: str) -> str:
     return path
 
 
+# Line style per implementation: with --compare both are drawn on the same axes.
+IMPL_STYLES = {"fastrnn": "-", "torch": "--"}
+
+
+def curves(results: Dict[str, "Result"]):
+    """(training curve, line style, label suffix) for each implementation that ran."""
+    for impl, result in results.items():
+        yield (result.extra["curve"], IMPL_STYLES[impl],
+               f" ({impl})" if len(results) > 1 else "")
+
+
 def pyplot():
     """matplotlib.pyplot on the non-interactive backend (the examples only write files)."""
     import matplotlib

@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from _common import (Progress, Result, Stopwatch, make_parser, pyplot, rnn_module,
-                     run_experiments, save_figure)
+from _common import (IMPL_STYLES, make_parser, Progress, pyplot, Result, rnn_module,
+                     run_experiments, save_figure, Stopwatch)
 
 KINDS = ("RNN", "LSTM", "GRU")
 BASELINE_MSE = 1.0 / 6.0
@@ -111,16 +111,15 @@ def experiment(impl, args, init) -> Result:
 def plot(results, args):
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    styles = {"fastrnn": "-", "torch": "--"}
     colors = {"RNN": "tab:red", "LSTM": "tab:blue", "GRU": "tab:green"}
     for impl, result in results.items():
         extra = result.extra
         for kind in KINDS:
             label = f"{kind} ({impl})" if len(results) > 1 else kind
             its, mse = zip(*extra["curves"][kind])
-            axes[0].plot(its, mse, styles[impl], color=colors[kind], label=label)
+            axes[0].plot(its, mse, IMPL_STYLES[impl], color=colors[kind], label=label)
             for ax, key in ((axes[1], "grads_init"), (axes[2], "grads_trained")):
-                ax.semilogy(extra[key][kind], styles[impl], color=colors[kind], label=label)
+                ax.semilogy(extra[key][kind], IMPL_STYLES[impl], color=colors[kind], label=label)
     steps = next(iter(results.values())).extra["steps"]
     axes[0].axhline(BASELINE_MSE, color="gray", linestyle=":", label="predict 1 (0.167)")
     axes[0].set(yscale="log", xlabel="training step", ylabel="validation MSE",

@@ -27,8 +27,8 @@ import time
 import torch
 from torch import nn
 
-from _common import (Progress, Result, Stopwatch, make_parser, pyplot, rnn_module,
-                     run_experiments, save_figure)
+from _common import (curves, make_parser, Progress, pyplot, Result, rnn_module, run_experiments,
+                     save_figure, Stopwatch)
 
 # name: (singular, plural) for nouns; (3rd person singular, plural) for verbs.
 NOUNS = [("cat", "cats"), ("dog", "dogs"), ("child", "children"), ("farmer", "farmers"),
@@ -207,15 +207,12 @@ def experiment(impl, args, init) -> Result:
 def plot(results, args):
     plt = pyplot()
     fig, (ax_loss, ax_grad) = plt.subplots(1, 2, figsize=(12, 4.2))
-    styles = {"fastrnn": "-", "torch": "--"}
-    for impl, result in results.items():
-        c = result.extra["curve"]
-        suffix = f" ({impl})" if len(results) > 1 else ""
-        ax_loss.plot(c["step"], c["train_bpc"], styles[impl], color="tab:blue",
+    for c, style, suffix in curves(results):
+        ax_loss.plot(c["step"], c["train_bpc"], style, color="tab:blue",
                      label="train (scheduled sampling)" + suffix)
-        ax_loss.plot(c["step"], c["val_bpc"], styles[impl], color="tab:orange",
+        ax_loss.plot(c["step"], c["val_bpc"], style, color="tab:orange",
                      label="validation (teacher forced)" + suffix)
-        ax_grad.semilogy(c["grad_norm"], styles[impl], color="tab:gray", linewidth=0.6,
+        ax_grad.semilogy(c["grad_norm"], style, color="tab:gray", linewidth=0.6,
                          label="gradient norm before clipping" + suffix)
     first = next(iter(results.values())).extra
     prob_axis = ax_loss.twinx()

@@ -22,8 +22,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastrnn
-from _common import (Progress, Result, Stopwatch, make_parser, pyplot, rnn_module,
-                     run_experiments, save_figure)
+from _common import (curves, make_parser, Progress, pyplot, Result, rnn_module, run_experiments,
+                     save_figure, Stopwatch)
 
 BLANK = 0
 NUM_CLASSES = 11  # blank and the digits 0-9 as labels 1-10
@@ -150,13 +150,10 @@ def experiment(impl, args, init) -> Result:
 def plot(results, args):
     plt = pyplot()
     fig, (ax_ler, ax_post) = plt.subplots(1, 2, figsize=(13, 4.2))
-    styles = {"fastrnn": "-", "torch": "--"}
-    for impl, result in results.items():
-        c = result.extra["curve"]
-        suffix = f" ({impl})" if len(results) > 1 else ""
-        ax_ler.plot(c["step"], c["greedy_ler"], styles[impl], color="tab:blue",
+    for c, style, suffix in curves(results):
+        ax_ler.plot(c["step"], c["greedy_ler"], style, color="tab:blue",
                     label="held-out label error rate (greedy)" + suffix)
-        ax_ler.plot(c["step"], c["loss"], styles[impl], color="tab:gray",
+        ax_ler.plot(c["step"], c["loss"], style, color="tab:gray",
                     label="training CTC loss" + suffix)
     ax_ler.set(yscale="log", xlabel="training step", title="CTC recognizer (BiGRU)")
     ax_ler.legend(fontsize=8)

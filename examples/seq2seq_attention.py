@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from _common import (Progress, Result, Stopwatch, make_parser, pyplot, rnn_module,
-                     run_experiments, save_figure)
+from _common import (curves, make_parser, Progress, pyplot, Result, rnn_module, run_experiments,
+                     save_figure, Stopwatch)
 
 PAD, BOS, EOS = 0, 1, 2
 DIGIT0 = 3  # token of digit d is DIGIT0 + d
@@ -158,13 +158,10 @@ def plot(results, args):
     plt = pyplot()
     fig, (ax_acc, ax_att) = plt.subplots(1, 2, figsize=(12, 4.2),
                                          gridspec_kw=dict(width_ratios=[1.6, 1]))
-    styles = {"fastrnn": "-", "torch": "--"}
-    for impl, result in results.items():
-        c = result.extra["curve"]
-        suffix = f" ({impl})" if len(results) > 1 else ""
-        ax_acc.plot(c["step"], c["token_acc"], styles[impl], color="tab:blue",
+    for c, style, suffix in curves(results):
+        ax_acc.plot(c["step"], c["token_acc"], style, color="tab:blue",
                     label="token accuracy" + suffix)
-        ax_acc.plot(c["step"], c["seq_acc"], styles[impl], color="tab:orange",
+        ax_acc.plot(c["step"], c["seq_acc"], style, color="tab:orange",
                     label="sequence accuracy" + suffix)
     first = next(iter(results.values())).extra
     ax_acc.set(xlabel="training step", ylabel="held-out accuracy (greedy decoding)",
