@@ -242,27 +242,34 @@ __global__ void __launch_bounds__(kThreads, 1) backward_kernel(BackwardParams<T>
   }
 }
 
-// Units per block and blocks for H hidden units on `device`, or false when one block per
-// multiprocessor would need more than kMaxUnits units.
-inline bool plan_grid(int64_t H, int device, int64_t& units, int64_t& blocks) {
-  int sms = 0, cooperative = 0;
-  FASTRNN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+// How a persistent kernel covers H hidden units: one block per multiprocessor (at most), each
+// owning `units` consecutive units.
+struct GridPlan {
+  int sms = 0;
+  int64_t units = 0, blocks = 0;
+};
+
+// The plan for H units on `device`, or false when the persistent kernels are off, the device
+// cannot launch cooperatively, or a block would need more than kMaxUnits units.
+inline bool plan_grid(int64_t H, int device, GridPlan& plan) {
+  if (!enabled().load()) return false;
+  int cooperative = 0;
   FASTRNN_CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
-  if (!cooperative || !enabled().load()) return false;
-  const int64_t blocks_wanted = H < sms ? H : sms;
-  units = (H + blocks_wanted - 1) / blocks_wanted;
-  blocks = (H + units - 1) / units;
-  return units <= kMaxUnits;
+  if (!cooperative) return false;
+  FASTRNN_CUDA_CHECK(cudaDeviceGetAttribute(&plan.sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t blocks_wanted = H < plan.sms ? H : plan.sms;
+  plan.units = (H + blocks_wanted - 1) / blocks_wanted;
+  plan.blocks = (H + plan.units - 1) / plan.units;
+  return plan.units <= kMaxUnits;
 }
 
-// Launches `kernel` over `blocks` blocks with `shared` bytes of shared memory each when every
-// block can be resident at once (a grid barrier needs that) and returns true; false, having
-// launched nothing, otherwise.
+// Launches `kernel` as planned with `shared` bytes of shared memory per block when every block
+// can be resident at once (a grid barrier needs that) and returns true; false, having launched
+// nothing, otherwise.
 template <class Params>
-bool launch_cooperative(void (*kernel)(Params), Params p, int64_t blocks, int64_t shared,
+bool launch_cooperative(void (*kernel)(Params), Params p, const GridPlan& plan, int64_t shared,
                         int device, cudaStream_t stream) {
-  int sms = 0, max_shared = 0;
-  FASTRNN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  int max_shared = 0;
   FASTRNN_CUDA_CHECK(
       cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   if (shared > max_shared) return false;
@@ -271,10 +278,10 @@ bool launch_cooperative(void (*kernel)(Params), Params p, int64_t blocks, int64_
   int per_sm = 0;
   FASTRNN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads,
                                                                    static_cast<size_t>(shared)));
-  if (int64_t{per_sm} * sms < blocks) return false;
+  if (int64_t{per_sm} * plan.sms < plan.blocks) return false;
   void* args[] = {&p};
   FASTRNN_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel),
-                                                 dim3(static_cast<unsigned>(blocks)),
+                                                 dim3(static_cast<unsigned>(plan.blocks)),
                                                  dim3(kThreads), args,
                                                  static_cast<size_t>(shared), stream));
   launches().fetch_add(1);
@@ -284,19 +291,21 @@ bool launch_cooperative(void (*kernel)(Params), Params p, int64_t blocks, int64_
 // Runs forward_kernel when the problem fits (see the file comment); p.units is chosen here.
 template <class Cell, class T>
 bool try_forward(ForwardParams<T> p, int device, cudaStream_t stream) {
-  int64_t blocks = 0;
-  if (p.steps == 0 || p.B == 0 || !plan_grid(p.H, device, p.units, blocks)) return false;
+  GridPlan plan;
+  if (p.steps == 0 || p.B == 0 || !plan_grid(p.H, device, plan)) return false;
+  p.units = plan.units;
   const int64_t shared = int64_t{Cell::kGates} * p.units * p.O * int64_t(sizeof(T));
-  return launch_cooperative(forward_kernel<Cell, T>, p, blocks, shared, device, stream);
+  return launch_cooperative(forward_kernel<Cell, T>, p, plan, shared, device, stream);
 }
 
 // Runs backward_kernel when the problem fits; p.units is chosen here.
 template <class Cell, class T>
 bool try_backward(BackwardParams<T> p, int device, cudaStream_t stream) {
-  int64_t blocks = 0;
-  if (p.steps == 0 || p.B == 0 || !plan_grid(p.H, device, p.units, blocks)) return false;
+  GridPlan plan;
+  if (p.steps == 0 || p.B == 0 || !plan_grid(p.H, device, plan)) return false;
+  p.units = plan.units;
   const int64_t shared = int64_t{Cell::kGates} * p.H * p.units * int64_t(sizeof(T));
-  return launch_cooperative(backward_kernel<Cell, T>, p, blocks, shared, device, stream);
+  return launch_cooperative(backward_kernel<Cell, T>, p, plan, shared, device, stream);
 }
 
 }  // namespace fastrnn::persistent

@@ -60,13 +60,9 @@ def _desc_fields(sizes, input_size, cell, num_layers, proj_size, has_bias, batch
 
 
 def _reserve_per_row(cell, num_layers, bidirectional, input_size, hidden, proj_size, has_bias):
-    fields = (int(_CELL_KINDS[cell]), num_layers, 1 + bidirectional, input_size, hidden,
-              proj_size, has_bias, 0, 0, [])
+    no_rows = (0, 0, 0, hidden, 0, 1 + bidirectional)  # (T, B, N, H, O, D): O is not read
+    fields = _desc_fields(no_rows, input_size, cell, num_layers, proj_size, has_bias, None)
     return _C.RnnDesc(*fields).reserve_elems_per_row
-
-
-def _reserve_dtype(dtype: torch.dtype, device_type: str) -> torch.dtype:
-    return compute_dtype(dtype, device_type, "fastrnn.rnn")
 
 
 def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
@@ -85,29 +81,29 @@ class _Native:
 
     def __init__(self, input: Tensor, fields, dtype: torch.dtype):
         self.desc = _C.RnnDesc(*fields)
-        self.dtype = native_dtype(dtype, "fastrnn.rnn")
-        self.on_cuda = input.device.type == "cuda"
-        if self.on_cuda:
+        native = native_dtype(dtype, "fastrnn.rnn")
+        if input.device.type == "cuda":
             self.module = cuda_module()
-            self.fields, self.dtype_code = fields, int(self.dtype)
+            # _cuda takes the plain fields and dtype code, not _C's types
+            self.head = (fields, int(native))
             self.context = (input.device.index,
                             torch.cuda.current_stream(input.device).cuda_stream)
         else:
             self.module = _C
+            self.head = (self.desc, native)
             self.context = (torch.get_num_threads(),)
 
     def workspace_elems(self, backward: bool) -> int:
-        if self.on_cuda:
-            return self.module.rnn_workspace_elems(self.fields, backward, self.dtype_code)
-        return self.desc.workspace_elems(backward, self.dtype)
+        desc, dtype = self.head
+        if self.module is _C:
+            return desc.workspace_elems(backward, dtype)
+        return self.module.rnn_workspace_elems(desc, backward, dtype)
 
     def forward(self, *addresses) -> None:
-        desc, dtype = (self.fields, self.dtype_code) if self.on_cuda else (self.desc, self.dtype)
-        self.module.rnn_forward(desc, dtype, *addresses, *self.context)
+        self.module.rnn_forward(*self.head, *addresses, *self.context)
 
     def backward(self, *addresses) -> None:
-        desc, dtype = (self.fields, self.dtype_code) if self.on_cuda else (self.desc, self.dtype)
-        self.module.rnn_backward(desc, dtype, *addresses, *self.context)
+        self.module.rnn_backward(*self.head, *addresses, *self.context)
 
 
 def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
@@ -199,7 +195,7 @@ def _(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidi
     output = input.new_empty(input.shape[:-1] + (D * O,))
     hy = input.new_empty(num_layers * D, B, O)
     cy = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
-    reserve = input.new_empty(N * per_row, dtype=_reserve_dtype(input.dtype, input.device.type))
+    reserve = input.new_empty(N * per_row, dtype=compute_dtype(input.dtype, input.device.type, "fastrnn.rnn"))
     return output, hy, cy, reserve
 
 
