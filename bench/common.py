@@ -210,11 +210,24 @@ def summarize(samples: List[float]) -> Dict[str, float]:
     return {"min_ms": min(samples), "median_ms": statistics.median(samples), "max_ms": max(samples)}
 
 
+def measure_fma_peak(dtype: torch.dtype, threads: int) -> float:
+    """Measured multiply-add throughput (GFLOP/s) of the CPU's vectors on `threads` threads,
+    from fastrnn's native probe (independent FMA chains in registers, the active ISA): the
+    hardware ceiling, which no kernel of this dtype can pass. Raises TypeError for dtypes the
+    CPU kernels do not compute in."""
+    import fastrnn._C as native
+    codes = {torch.float32: native.DType.float32, torch.float64: native.DType.float64}
+    if dtype not in codes:
+        raise TypeError(f"no FMA probe for {dtype}")
+    return native.cpu_fma_peak_gflops(codes[dtype], threads)
+
+
 def measure_peak(device: torch.device, dtype: torch.dtype = torch.float32,
                  seconds: float = 1.0) -> float:
     """Measured GEMM throughput (GFLOP/s) of torch.matmul at a large square size: a practical
     ceiling for what an RNN kernel of this dtype can reach on this machine with these threads.
-    This is *measured sgemm* (or bf16 GEMM) throughput, not the datasheet peak."""
+    This is *measured sgemm* (or bf16 GEMM) throughput, not the datasheet peak (on CPU,
+    measure_fma_peak gives that)."""
     n = 2048 if device.type == "cpu" else 8192
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)

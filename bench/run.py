@@ -436,7 +436,9 @@ def parse_args(argv=None):
     p.add_argument("--no-packed", dest="packed", action="store_false", help="skip packed cases")
     p.add_argument("--no-proj", dest="proj", action="store_false", help="skip LSTM proj_size cases")
     p.add_argument("--peak", action="store_true",
-                   help="measure sgemm GFLOP/s with torch.matmul and report %% of it")
+                   help="measure the peak and report %% of it: on CPU the FMA throughput of the "
+                        "cores (native probe; torch's sgemm is measured too, for reference), on "
+                        "CUDA torch.matmul's GEMM")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads first (default: leave torch's choice)")
     p.add_argument("--tf32", action="store_true",
@@ -550,12 +552,31 @@ def main(argv=None) -> int:
         warn_start = (f"warning: before starting, other processes kept {others_idle:.2f} of "
                       f"{os.cpu_count()} cores busy: timings will be noisy")
         print(warn_start)
-    peaks: Dict[str, float] = {}
-    if args.peak:
+    peaks: Dict[str, float] = {}       # the % column's denominator, per dtype
+    gemm_peaks: Dict[str, float] = {}  # torch.matmul's GEMM, per dtype
+    fma_peak = device.type == "cpu"
+
+    def measure_peaks(when: str) -> None:
+        # Measured at the start and at the end; the better of the two (a busy moment only
+        # lowers a peak).
         for d in args.dtypes:
-            peaks[d] = common.measure_peak(device, DTYPES[d])
-            print(f"measured {'sgemm' if d == 'float32' else d + ' GEMM'} GFLOP/s "
-                  f"(torch.matmul, {threads} threads): {peaks[d]:.1f}")
+            gemm = common.measure_peak(device, DTYPES[d])
+            if gemm > gemm_peaks.get(d, 0.0):
+                gemm_peaks[d] = gemm
+            line = (f"{when}: torch.matmul {d} GEMM {gemm:.1f} GFLOP/s")
+            if fma_peak:
+                try:
+                    fma = common.measure_fma_peak(DTYPES[d], threads)
+                except TypeError:
+                    continue  # dtypes the CPU kernels compute in float32: no own peak
+                line += f", FMA peak {fma:.1f} GFLOP/s"
+                peaks[d] = max(peaks.get(d, 0.0), fma)
+            else:
+                peaks[d] = gemm_peaks[d]
+            print(line + f" ({threads} threads)")
+
+    if args.peak:
+        measure_peaks("measured at the start")
 
     results: List[Dict[str, object]] = []
     skipped: List[Dict[str, object]] = []
@@ -598,15 +619,10 @@ def main(argv=None) -> int:
               + (f"other processes used {others:.2f} cores; " if others is not None else "") +
               f"{time.perf_counter() - t0:.1f} s)", flush=True)
 
-    if peaks:  # measured again at the end; the better of the two (a busy moment only lowers it)
-        for d in peaks:
-            again = common.measure_peak(device, DTYPES[d])
-            if again > peaks[d]:
-                print(f"measured {'sgemm' if d == 'float32' else d + ' GEMM'} GFLOP/s at the end: "
-                      f"{again:.1f} (used in place of {peaks[d]:.1f})")
-                peaks[d] = again
+    if args.peak:
+        measure_peaks("measured at the end")
         for row, (gf, d) in zip(rows, row_gflops):
-            row.append("-" if gf is None else f"{100 * gf / peaks[d]:.1f}%")
+            row.append("-" if gf is None or d not in peaks else f"{100 * gf / peaks[d]:.1f}%")
     elapsed = time.perf_counter() - t_start
     load_end = common.load_average()
     others_run = run_monitor.stop()
@@ -626,8 +642,10 @@ def main(argv=None) -> int:
                  "other_processes_cores": None if others_run is None else round(others_run, 2)}
         if device.type == "cuda":
             extra["tf32"] = args.tf32
-        if peaks:
-            extra["measured_gemm_gflops"] = {d: round(v, 1) for d, v in peaks.items()}
+        if gemm_peaks:
+            extra["measured_gemm_gflops"] = {d: round(v, 1) for d, v in gemm_peaks.items()}
+        if fma_peak and peaks:
+            extra["measured_fma_peak_gflops"] = {d: round(v, 1) for d, v in peaks.items()}
         if skipped:
             extra["not_timed"] = skipped  # MISMATCH / ERROR configurations, never timed
         meta = common.machine_meta(device, threads, common.command_line(), extra)
@@ -639,8 +657,8 @@ def main(argv=None) -> int:
 
     header = ["op", "mode", "shape TxBxIxH", "dtype", "packed", f"{fast_impl} ms", "torch ms",
               "speedup x", f"{fast_impl} GFLOP/s"]
-    if peaks:
-        header.append("% of sgemm" if list(peaks) == ["float32"] else "% of GEMM (same dtype)")
+    if args.peak:
+        header.append("% of FMA peak" if fma_peak else "% of GEMM (same dtype)")
     print(f"\n{fast_impl} vs torch {torch.__version__} on {device.type} "
           f"({common.cpu_info()['cpu'] if device.type == 'cpu' else torch.cuda.get_device_name(device)}), "
           f"{threads} threads; median of {args.repeats}; speedup = torch / {fast_impl}; "

@@ -54,6 +54,13 @@ PYBIND11_MODULE(_C, m) {
         "Forces the CPU kernels' instruction set (ValueError if unsupported)");
 
   m.def(
+      "cpu_fma_peak_gflops",
+      [](DType dtype, int threads) { return cpu::rnn_kernels().fma_peak_gflops(dtype, threads); },
+      py::arg("dtype"), py::arg("threads"),
+      "Measured FMA throughput (GFLOP/s) of the active ISA's vectors on `threads` threads",
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
       "rnn_forward",
       [](const RnnDesc& desc, DType dtype, std::uintptr_t x,
          const std::vector<std::uintptr_t>& weights, std::uintptr_t h0, std::uintptr_t c0,

@@ -20,6 +20,9 @@ struct RnnKernels {
   int64_t (*workspace_elems)(const RnnDesc&, Pass, DType);
   void (*forward)(const RnnDesc&, DType, const RnnForwardArgs&, int threads);
   void (*backward)(const RnnDesc&, DType, const RnnBackwardArgs&, int threads);
+  // Measured multiply-add throughput of this ISA's vectors on `threads` threads, in GFLOP/s
+  // (2 per lane per FMA): the hardware ceiling the benchmark reports its kernels against.
+  double (*fma_peak_gflops)(DType, int threads);
 };
 
 namespace generic {
