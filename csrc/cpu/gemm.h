@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include "cpu/threads.h"
 #include "cpu/vec.h"
@@ -155,48 +156,69 @@ void pack_panels(Trans t, const T* B, int64_t ldb, int64_t k0, int64_t K, int64_
   }
 }
 
-// Sum of the lanes, in lane order (so results do not depend on the build's vector width more
-// than the width itself does).
-template <class T>
-inline T lane_sum(VecOf<T> v) {
-  T s = T(0);
-  for (int i = 0; i < VecOf<T>::kWidth; ++i) s += v.v[i];
-  return s;
+// One step of the transpose-reduction in dot_lanes(): lanes of a and b pairwise summed at
+// distance s, a's sums kept in the even blocks of s lanes and b's in the odd ones:
+// out[l] = a[l] + a[l + s] when (l / s) is even, b[l - s] + b[l] when odd.
+template <int S, class V, int... L>
+inline V fold_pair(V a, V b, std::integer_sequence<int, L...>) {
+  constexpr int W = V::kWidth;
+  return V::from(
+      __builtin_shufflevector(a.v, b.v, ((L / S) % 2 == 0 ? L : W + L - S)...) +
+      __builtin_shufflevector(a.v, b.v, ((L / S) % 2 == 0 ? L + S : W + L)...));
 }
 
-// out[i] = dot(a[0:K], b[i][0:K]) for i < R rows of b (row stride ldb), all contiguous along
-// k. R independent accumulators keep the FMA units busy (one chain would wait on its latency).
+// Folds v[0, n) in place, pairing v[j] with v[j + n/2] at distance S, down to S = 1: after it,
+// lane c of v[0] is the sum of the lanes of the original v[c].
+template <int S, class V>
+inline void fold_all(V* v) {
+  constexpr int n = 2 * S;  // vectors left at this level
+  for (int j = 0; j < n / 2; ++j)
+    v[j] = fold_pair<S>(v[j], v[j + n / 2], std::make_integer_sequence<int, V::kWidth>{});
+  if constexpr (S > 1) fold_all<S / 2>(v);
+}
+
+// acc[i] += a[0:K] * b[i][0:K] lane-wise for i < R rows of b (row stride ldb).
 template <int R, class T>
-inline void dots(const T* a, const T* b, int64_t ldb, int64_t K, T* out) {
+inline void accumulate_dots(const T* a, const T* b, int64_t ldb, int64_t K, VecOf<T>* acc) {
   using V = VecOf<T>;
   constexpr int W = V::kWidth;
-  V acc[R];
-  for (int i = 0; i < R; ++i) acc[i] = V(T(0));
   int64_t k = 0;
   for (; k + W <= K; k += W) {
     const V av = V::load(a + k);
     for (int i = 0; i < R; ++i) acc[i] += av * V::load(b + i * ldb + k);
   }
   if (k < K) {
-    const int n = static_cast<int>(K - k);
-    const V av = V::load_partial(a + k, n);
-    for (int i = 0; i < R; ++i) acc[i] += av * V::load_partial(b + i * ldb + k, n);
+    const int tail = static_cast<int>(K - k);
+    const V av = V::load_partial(a + k, tail);
+    for (int i = 0; i < R; ++i) acc[i] += av * V::load_partial(b + i * ldb + k, tail);
   }
-  for (int i = 0; i < R; ++i) out[i] = lane_sum(acc[i]);
 }
 
-// out[j] = dot(a, b[j]) for j < n rows of b (n <= kOut), four rows at a time.
-template <int64_t kOut, class T>
-inline void dot_rows(const T* a, const T* b, int64_t ldb, int64_t K, int64_t n, T (&out)[kOut]) {
-  n = imin(n, kOut);
-  int64_t j = 0;
-  for (; j + 4 <= n; j += 4) dots<4>(a, b + j * ldb, ldb, K, out + j);
-  for (; j < n; ++j) dots<1>(a, b + j * ldb, ldb, K, out + j);
+// out lane c = dot(a[0:K], b[c][0:K]) for c < n rows of b (row stride ldb, n <= W), 0 beyond.
+// Rows are read four at a time (four streams, which the prefetcher follows when b comes from
+// L3; sixteen at once measured 8% slower there), each into its own accumulator; their lane
+// sums are then formed all at once by a transpose-reduction (W - 1 shuffle pairs and adds, in a
+// fixed order), not as W sums of W scalars, whose chains of dependent adds dominated a step
+// whose weights sit in L2.
+template <class T>
+inline VecOf<T> dot_lanes(const T* a, const T* b, int64_t ldb, int64_t K, int n) {
+  using V = VecOf<T>;
+  constexpr int W = V::kWidth;
+  V acc[W];
+  for (int c = 0; c < W; ++c) acc[c] = V(T(0));
+  int c = 0;
+  for (; c + 4 <= n; c += 4) accumulate_dots<4>(a, b + c * ldb, ldb, K, acc + c);
+  for (; c < n; ++c) accumulate_dots<1>(a, b + c * ldb, ldb, K, acc + c);
+  fold_all<W / 2>(acc);
+  return acc[0];
 }
 
 // Products with few rows of A (a single step at batch 1, say), where packing B would cost as
 // much as the product: C = A @ op(B) straight from B, one row of A at a time. A is row-major.
 // op(B) = B^T (B stored [N,K]): dot products of rows; op(B) = B: rows of B scaled and summed.
+// One thread: such a step streams B from L2 or L3, and splitting it over two cores measured
+// slower (LSTM H=512 step: 135 us on one thread, 153-162 us on two; the pool's wake-ups cost
+// more than the second core's bandwidth gives).
 constexpr int64_t kDirectRows = 8;
 
 template <class T>
@@ -207,22 +229,17 @@ void gemm_direct(Trans trans_b, int64_t M, int64_t N, int64_t K, const T* A, int
   for (int64_t i = 0; i < M; ++i) {
     const T* a = A + i * lda;
     T* c = C + i * ldc;
-    if (trans_b == Trans::Yes) {
-      constexpr int64_t kChunk = 64;
-      T sums[kChunk];
-      for (int64_t j0 = 0; j0 < N; j0 += kChunk) {
-        const int64_t n = imin(kChunk, N - j0);
-        dot_rows(a, B + j0 * ldb, ldb, K, n, sums);
-        for (int64_t j = 0; j < n; ++j) c[j0 + j] = (accumulate ? c[j0 + j] : T(0)) + sums[j];
-      }
-      continue;
-    }
     for (int64_t j0 = 0; j0 < N; j0 += W) {
-      const int n = static_cast<int>(imin(W, N - j0));
-      V acc(T(0));
-      for (int64_t k = 0; k < K; ++k) acc += V(a[k]) * load_n(B + k * ldb + j0, n);
-      if (accumulate) acc += load_n(c + j0, n);
-      store_n(acc, c + j0, n);
+      const int cols = static_cast<int>(imin(W, N - j0));
+      V out;
+      if (trans_b == Trans::Yes) {
+        out = dot_lanes(a, B + j0 * ldb, ldb, K, cols);
+      } else {
+        out = V(T(0));
+        for (int64_t k = 0; k < K; ++k) out += V(a[k]) * load_n(B + k * ldb + j0, cols);
+      }
+      if (accumulate) out += load_n(c + j0, cols);
+      store_n(out, c + j0, cols);
     }
   }
 }
@@ -235,11 +252,8 @@ inline void direct_tile(int rows, int64_t K, const T* a, int64_t lda, const T* w
   using V = VecOf<T>;
   V acc[tile_rows<G>()][G];
   for (int r = 0; r < rows; ++r) {
-    for (int g = 0; g < G; ++g) {
-      T lanes[V::kWidth] = {};
-      dot_rows(a + r * lda, w + (g * gate_rows + j0) * K, K, K, nj, lanes);
-      acc[r][g] = V::load(lanes);
-    }
+    for (int g = 0; g < G; ++g)
+      acc[r][g] = dot_lanes(a + r * lda, w + (g * gate_rows + j0) * K, K, K, nj);
   }
   epilogue(acc);
 }
