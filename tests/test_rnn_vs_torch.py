@@ -757,6 +757,25 @@ def test_gradcheck(mode, packed):
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_parametrized_weights_follow_their_parameters(mode, assert_close):
+    """A parametrization (weight_norm here) replaces a weight by a computed tensor: the module's
+    cached weight list must not be used for it, before or after the underlying parameter
+    changes."""
+    from torch.nn.utils.parametrizations import weight_norm
+    torch_cls, extra = MODES[mode]
+    ref, mod = make_pair(torch_cls, 5, 6, **extra)
+    for m in (ref, mod):
+        weight_norm(m, "weight_hh_l0")
+    x = torch.randn(4, 3, 5)
+    for _ in range(2):
+        for got, want in zip(flat_outputs(mod(x)), flat_outputs(ref(x))):
+            assert_close(got, want)
+        with torch.no_grad():
+            for m in (ref, mod):
+                m.parametrizations.weight_hh_l0.original0.mul_(2.0)
+
+
 # --------------------------------------------------------------------------------------------------
 # more autograd / memory-layout situations real code runs into
 # --------------------------------------------------------------------------------------------------

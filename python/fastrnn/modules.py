@@ -111,6 +111,13 @@ class _FastRNNBase:
             # export swaps in its own parameters; refreshing torch's cached list would assign a
             # module attribute, which export warns about.
             return [getattr(self, name) for name in self._flat_weights_names]
+        # The common case, checked cheaply: every weight is still the registered parameter that
+        # torch's cached list holds. torch's own check (_update_flat_weights) goes through
+        # Module.__getattr__ per name, ~5 us for one layer: as much as a streamed step's kernel.
+        # Swapped (functional_call) or parametrized weights fail the check and take torch's path.
+        params, flat = self._parameters, self._flat_weights
+        if all(params.get(name) is w for name, w in zip(self._flat_weights_names, flat)):
+            return flat
         self._update_flat_weights()
         return self._flat_weights
 
