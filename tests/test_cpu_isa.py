@@ -142,3 +142,12 @@ def test_isa_results_do_not_depend_on_thread_count(isa):
         torch.set_num_threads(previous)
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [_C.DType.float32, _C.DType.float64], ids=["float32", "float64"])
+def test_fma_peak_probe_measures_each_isa(isa, dtype):
+    """The benchmark's peak: a finite positive throughput for every ISA and thread count (its
+    value is the machine's; bench/kernels/NOTES.md records this one's)."""
+    for threads in (1, 2, 0):  # 0 and counts past the cores are clamped like every parallel call
+        gflops = _C.cpu_fma_peak_gflops(dtype, threads)
+        assert isinstance(gflops, float) and 0.0 < gflops < float("inf")
