@@ -563,16 +563,13 @@ def main(argv=None) -> int:
             gemm = common.measure_peak(device, DTYPES[d])
             if gemm > gemm_peaks.get(d, 0.0):
                 gemm_peaks[d] = gemm
-            line = (f"{when}: torch.matmul {d} GEMM {gemm:.1f} GFLOP/s")
-            if fma_peak:
-                try:
-                    fma = common.measure_fma_peak(DTYPES[d], threads)
-                except TypeError:
-                    continue  # dtypes the CPU kernels compute in float32: no own peak
+            line = f"{when}: torch.matmul {d} GEMM {gemm:.1f} GFLOP/s"
+            if not fma_peak:
+                peaks[d] = gemm_peaks[d]
+            elif d in ("float32", "float64"):  # bf16/fp16 run in float32 on CPU: no own peak
+                fma = common.measure_fma_peak(DTYPES[d], threads)
                 line += f", FMA peak {fma:.1f} GFLOP/s"
                 peaks[d] = max(peaks.get(d, 0.0), fma)
-            else:
-                peaks[d] = gemm_peaks[d]
             print(line + f" ({threads} threads)")
 
     if args.peak:
