@@ -20,13 +20,15 @@ def _concurrent_results_equal_serial(jobs, rounds=3):
     """Runs every job (a function returning tensors) once alone, then all of them at once from
     their own threads, `rounds` times each; every concurrent result must be the serial bits."""
     expected = [job() for job in jobs]
-    results = [None] * len(jobs)
+    mismatches = []
     errors = []
 
     def worker(i):
         try:
-            for _ in range(rounds):
-                results[i] = jobs[i]()
+            for r in range(rounds):
+                got = jobs[i]()
+                if not all(torch.equal(a, b) for a, b in zip(got, expected[i], strict=True)):
+                    mismatches.append((i, r))
         except Exception as exc:  # surfaced below, never swallowed
             errors.append(exc)
 
@@ -37,9 +39,7 @@ def _concurrent_results_equal_serial(jobs, rounds=3):
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "a worker hung"
     assert not errors, errors
-    for got, want in zip(results, expected):
-        for a, b in zip(got, want):
-            assert torch.equal(a, b)
+    assert not mismatches, f"(job, round) pairs that differ from the serial bits: {mismatches}"
 
 
 def test_concurrent_callers_get_serial_results():
@@ -80,6 +80,38 @@ def test_concurrent_mixed_callers_get_serial_results():
 
         _concurrent_results_equal_serial([lambda: run_module(gru, pack_padded_sequence(x, lengths)),
                                           lambda: run_module(rnn, x), run_ctc])
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_concurrent_inference_gets_serial_results():
+    """Without autograd the forward skips the op and takes its workspace from a per-thread
+    scratch buffer (small workspaces) or a fresh allocation (large ones): streamed steps and
+    whole sequences from several threads at once must still get the serial bits."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        lstm = fastrnn.LSTM(32, 64, num_layers=2)
+        gru = fastrnn.GRU(128, 256, bidirectional=True)  # workspace over the scratch's 1 MiB
+        steps = torch.randn(40, 1, 3, 32)
+
+        @torch.no_grad()
+        def stream():
+            state, outs = None, []
+            for step in steps:
+                out, state = lstm(step, state)
+                outs.append(out)
+            return (torch.cat(outs), *state)
+
+        @torch.no_grad()
+        def sequence(module, x):
+            out, state = module(x)
+            return (out, *state) if isinstance(state, tuple) else (out, state)
+
+        jobs = [stream, stream, lambda: sequence(lstm, steps.flatten(1, 2)),
+                lambda: sequence(lstm, steps.flatten(1, 2).flip(0)),
+                lambda: sequence(gru, torch.ones(20, 16, 128))]
+        _concurrent_results_equal_serial(jobs, rounds=20)
     finally:
         torch.set_num_threads(previous)
 

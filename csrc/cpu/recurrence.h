@@ -137,6 +137,11 @@ class Driver {
   // bench/kernels/NOTES.md).
   int backward_threads() const { return B_ * O_ * GH_ < (int64_t{1} << 21) ? 1 : threads_; }
 
+  // With a handful of rows in the whole sequence (streaming one step at a time), packing the
+  // weights would cost more than the steps: the recurrence multiplies straight from them, on one
+  // thread, and so does the forward input projection (gemm's own few-row path).
+  bool direct() const { return N_ <= kDirectRows; }
+
   int recurrence_threads(bool direct, int threads, Pass pass) const {
     const int64_t step_macs = B_ * O_ * GH_;
     const int64_t min_macs = int64_t{1} << (pass == Pass::Forward ? 17 : 21);
@@ -192,7 +197,7 @@ class Driver {
         b.dgi = ws.take(N_ * GH_);
         b.dgh = Cell::kDirectHPath ? ws.take(N_ * GH_) : b.dgi;
         b.dr = ws.take(N_ * P_);
-      } else {
+      } else if (!direct()) {  // direct mode multiplies straight from the weights
         b.pack = ws.take(gemm_pack_elems<T>(max_layer_input(), GH_));
         b.w_rec = ws.take(unit_blocks_ * O_ * G * W);
         b.w_proj = ws.take(P_ > 0 ? out_blocks_ * H_ * W : 0);
@@ -291,9 +296,7 @@ class Driver {
          buf.pack, threads_here, w.b_ih);
 
     const bool reverse = d == 1;
-    // With a handful of rows in the whole sequence (streaming one step at a time), packing the
-    // weights would cost more than the steps: multiply straight from them, on one thread.
-    const bool direct = N_ <= kDirectRows;
+    const bool direct = this->direct();
     const int threads = recurrence_threads(direct, threads_here, Pass::Forward);
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {
@@ -421,7 +424,7 @@ class Driver {
     init_state(a.dhy, state * B_ * O_, B_ * O_, buf.states);
     if (Cell::kHasCell) init_state(a.dcy, state * B_ * H_, B_ * H_, dc_run);
 
-    const bool direct = N_ <= kDirectRows;  // as in forward
+    const bool direct = this->direct();
     const int threads = recurrence_threads(direct, threads_here, Pass::Backward);
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {

@@ -9,6 +9,8 @@ asserts its own preconditions.
 
 from __future__ import annotations
 
+import functools
+import threading
 from typing import List, Optional, Tuple
 
 import torch
@@ -53,10 +55,11 @@ def _sizes(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], batch_siz
 
 
 def _desc_fields(sizes, input_size, cell, num_layers, proj_size, has_bias, batch_sizes):
-    """The descriptor as the tuple both native modules take (see csrc/binding_helpers.h)."""
+    """The descriptor as the tuple both native modules take (see csrc/binding_helpers.h).
+    Hashable, so that descriptors can be cached by it."""
     T, B, N, H, O, D = sizes
     return (int(_CELL_KINDS[cell]), num_layers, D, input_size, H, proj_size, has_bias, T, B,
-            [] if batch_sizes is None else batch_sizes.tolist())
+            () if batch_sizes is None else tuple(batch_sizes.tolist()))
 
 
 def _reserve_per_row(cell, num_layers, bidirectional, input_size, hidden, proj_size, has_bias):
@@ -76,42 +79,91 @@ def _contiguous(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
 
 
 class _Native:
-    """One native call's descriptor and its module: ``_C`` on the CPU (with a thread count),
-    ``_cuda`` on a GPU (with the tensors' device and its current stream)."""
+    """One configuration's native calls: the descriptor and its module, ``_C`` on the CPU (with a
+    thread count), ``_cuda`` on a GPU (with the tensors' device and its current stream).
 
-    def __init__(self, input: Tensor, fields, dtype: torch.dtype):
+    CPU instances are cached by configuration (``_cpu_native``): building the descriptor and
+    sizing the workspaces each call would cost a streamed step more than its kernel."""
+
+    def __init__(self, fields, dtype: torch.dtype, context):
         self.desc = _C.RnnDesc(*fields)
+        self.reserve_per_row = self.desc.reserve_elems_per_row
         native = native_dtype(dtype, "fastrnn.rnn")
-        if input.device.type == "cuda":
+        self.context = context
+        if context is None:  # CUDA: _cuda takes the plain fields and dtype code, not _C's types
             self.module = cuda_module()
-            # _cuda takes the plain fields and dtype code, not _C's types
             self.head = (fields, int(native))
-            self.context = (input.device.index,
-                            torch.cuda.current_stream(input.device).cuda_stream)
+            self._workspace = [self.module.rnn_workspace_elems(fields, b, int(native))
+                               for b in (False, True)]
         else:
             self.module = _C
             self.head = (self.desc, native)
-            self.context = (torch.get_num_threads(),)
+            self._workspace = [self.desc.workspace_elems(b, native) for b in (False, True)]
 
     def workspace_elems(self, backward: bool) -> int:
-        desc, dtype = self.head
-        if self.module is _C:
-            return desc.workspace_elems(backward, dtype)
-        return self.module.rnn_workspace_elems(desc, backward, dtype)
+        return self._workspace[backward]
 
-    def forward(self, *addresses) -> None:
-        self.module.rnn_forward(*self.head, *addresses, *self.context)
+    def forward(self, context, *addresses) -> None:
+        self.module.rnn_forward(*self.head, *addresses, *context)
 
-    def backward(self, *addresses) -> None:
-        self.module.rnn_backward(*self.head, *addresses, *self.context)
+    def backward(self, context, *addresses) -> None:
+        self.module.rnn_backward(*self.head, *addresses, *context)
+
+
+@functools.lru_cache(maxsize=128)
+def _cpu_native(fields, dtype: torch.dtype) -> _Native:
+    return _Native(fields, dtype, ())
+
+
+def _native_call(input: Tensor, fields, dtype: torch.dtype):
+    """(native configuration, call context) for tensors on input's device."""
+    if input.is_cuda:
+        native = _Native(fields, dtype, None)
+        return native, (input.device.index,
+                        torch.cuda.current_stream(input.device).cuda_stream)
+    return _cpu_native(fields, dtype), (torch.get_num_threads(),)
+
+
+class _CpuScratch(threading.local):
+    """A per-thread CPU buffer reused for workspaces up to _SCRATCH_REUSE_BYTES, so that a
+    streamed step allocates nothing but its results. Larger workspaces are allocated per call:
+    their work dwarfs the allocation, and holding them between calls would pin that memory."""
+
+    buffer: Optional[Tensor] = None
+
+
+_CPU_SCRATCH = _CpuScratch()
+_SCRATCH_REUSE_BYTES = 1 << 20
+_SCRATCH_ALIGN_BYTES = 64
+
+
+def _scratch(like: Tensor, dtype: torch.dtype, elems: Tuple[int, ...]):
+    """Addresses of uninitialized buffers of ``elems`` elements of ``dtype`` on like's device,
+    each 64-byte aligned (an empty one gets address 0), and the tensor that owns them: keep it
+    alive until the native call returns."""
+    sizes = [-(-n * dtype.itemsize // _SCRATCH_ALIGN_BYTES) * _SCRATCH_ALIGN_BYTES for n in elems]
+    total = sum(sizes)
+    owner = None
+    if like.is_cpu and total <= _SCRATCH_REUSE_BYTES:
+        owner = _CPU_SCRATCH.buffer
+        if owner is None or owner.numel() < total:
+            owner = _CPU_SCRATCH.buffer = torch.empty(_SCRATCH_REUSE_BYTES, dtype=torch.uint8)
+    elif total > 0:
+        owner = torch.empty(total, dtype=torch.uint8, device=like.device)
+    base = 0 if owner is None else owner.data_ptr()
+    addresses, offset = [], 0
+    for n, size in zip(elems, sizes):
+        addresses.append(base + offset if n > 0 else 0)
+        offset += size
+    return owner, addresses
 
 
 def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
              proj_size, has_bias):
-    """What a native call needs: (native call, sizes, compute dtype, contiguous tensors in the
-    compute dtype)."""
+    """What a native call needs: (native configuration, call context, sizes, compute dtype,
+    contiguous tensors in the compute dtype)."""
     _check_device(input)
-    dtype = compute_dtype(input.dtype, input.device.type, "fastrnn.rnn")
+    dtype = compute_dtype(input.dtype, "cuda" if input.is_cuda else "cpu", "fastrnn.rnn")
     sizes = _sizes(input, weights, hx, batch_sizes, cell, num_layers, bidirectional, proj_size,
                    has_bias)
     fields = _desc_fields(sizes, input.shape[-1], cell, num_layers, proj_size, has_bias,
@@ -119,70 +171,90 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
     tensors = (_contiguous(input, dtype), [_contiguous(w, dtype) for w in weights],
                _contiguous(hx, dtype), _contiguous(cx, dtype),
                [_contiguous(m, dtype) for m in dropout_masks])
-    native = _Native(input, fields, dtype)
+    native, context = _native_call(input, fields, dtype)
     if native.desc.total_rows != sizes[2]:  # the core trusts batch_sizes for every row
         raise RuntimeError(f"PackedSequence batch_sizes sum to {native.desc.total_rows} rows but "
                            f"its data has {sizes[2]} rows")
-    return native, sizes, dtype, tensors
+    return native, context, sizes, dtype, tensors
 
 
 def _check_device(input: Tensor) -> None:
-    if input.device.type not in ("cpu", "cuda"):
+    if not (input.is_cpu or input.is_cuda):
         raise RuntimeError(f"fastrnn runs on CPU and CUDA tensors; got a tensor on "
                            f"{input.device}")
+
+
+def _forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
+             batch_sizes: Optional[Tensor], dropout_masks: List[Tensor], cell: str,
+             num_layers: int, bidirectional: bool, proj_size: int, has_bias: bool,
+             keep_reserve: bool):
+    """Forward of a whole stack. Returns (output, hy, cy, reserve).
+
+    input [T, B, I] (padded) or [N, I] with batch_sizes [T] (int64, CPU, non-increasing);
+    weights: torch's flat weight list; hx [L*D, B, O] or None (zeros, padded input only);
+    cx [L*D, B, H] or None (LSTM); dropout_masks: none or L-1 masks shaped like the output.
+    output [T, B, D*O] or [N, D*O]; cy is empty unless LSTM; reserve is what backward needs, or
+    None without keep_reserve (it then lives in scratch memory for the call only).
+    """
+    out_dtype = input.dtype
+    native, context, (T, B, N, H, O, D), dtype, (input, weights, hx, cx, masks) = _prepare(
+        input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
+        proj_size, has_bias)
+    # Sizes as plain ints: building a torch.Size costs a streamed step more than allocating.
+    output = (input.new_empty(T, B, D * O) if batch_sizes is None else
+              input.new_empty(N, D * O))
+    hy = input.new_empty(num_layers * D, B, O)
+    cy = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
+    reserve_elems = N * native.reserve_per_row
+    reserve = input.new_empty(reserve_elems) if keep_reserve else None
+    scratch, (reserve_scratch, workspace) = _scratch(
+        input, dtype, (0 if keep_reserve else reserve_elems, native.workspace_elems(False)))
+    native.forward(context, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
+                   [_ptr(m) for m in masks], _ptr(output), _ptr(hy), _ptr(cy),
+                   _ptr(reserve) if keep_reserve else reserve_scratch, workspace)
+    del scratch  # the native call is over
+    return _as(output, out_dtype), _as(hy, out_dtype), _as(cy, out_dtype), reserve
 
 
 def _rnn_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
               batch_sizes: Optional[Tensor], dropout_masks: List[Tensor], cell: str,
               num_layers: int, bidirectional: bool, proj_size: int,
               has_bias: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Forward of a whole stack. Returns (output, hy, cy, reserve).
-
-    input [T, B, I] (padded) or [N, I] with batch_sizes [T] (int64, CPU, non-increasing);
-    weights: torch's flat weight list; hx [L*D, B, O] or None (zeros, padded input only);
-    cx [L*D, B, H] or None (LSTM); dropout_masks: none or L-1 masks shaped like the output.
-    output [T, B, D*O] or [N, D*O]; cy is empty unless LSTM; reserve is saved for backward.
-    """
-    out_dtype = input.dtype
-    native, (T, B, N, H, O, D), dtype, (input, weights, hx, cx, masks) = _prepare(
-        input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
-        proj_size, has_bias)
-    output = input.new_empty(input.shape[:-1] + (D * O,))
-    hy = input.new_empty(num_layers * D, B, O)
-    cy = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
-    reserve = input.new_empty(N * native.desc.reserve_elems_per_row)
-    workspace = input.new_empty(native.workspace_elems(False))
-    native.forward(_ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
-                   [_ptr(m) for m in masks], _ptr(output), _ptr(hy), _ptr(cy), _ptr(reserve),
-                   _ptr(workspace))
-    return _as(output, out_dtype), _as(hy, out_dtype), _as(cy, out_dtype), reserve
+    """The op: _forward keeping the reserve, which autograd saves for backward."""
+    return _forward(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers,
+                    bidirectional, proj_size, has_bias, keep_reserve=True)
 
 
 rnn = torch.library.custom_op("fastrnn::rnn", mutates_args=())(_rnn_impl)
 
 
-def _plain(t) -> bool:
-    return t is None or type(t) in (Tensor, torch.nn.Parameter)
+_PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
 
 
 def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
             batch_sizes: Optional[Tensor], dropout_masks: List[Tensor], cell: str,
             num_layers: int, bidirectional: bool, proj_size: int, has_bias: bool):
-    """``fastrnn::rnn`` as the modules call it. When nothing needs the dispatcher (no autograd,
-    no torch.compile or functorch transform, no tensor subclass such as FakeTensor), the op's
-    implementation runs directly: the same kernels without the op's dispatch overhead, which
-    matters for streaming one step at a time."""
+    """``fastrnn::rnn`` as the modules call it; returns (output, hy, cy). When nothing needs the
+    dispatcher (no autograd, no torch.compile or functorch transform, no tensor subclass such as
+    FakeTensor), the forward runs directly and keeps no reserve: the same kernels without the
+    op's dispatch overhead and allocations, which matters for streaming one step at a time."""
     args = (input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
             proj_size, has_bias)
-    tensors = [input, hx, cx, *weights]
     if (torch.compiler.is_compiling()
-            or input.device.type != "cpu"  # meta tensors take the fake kernel, others error
+            or not input.is_cpu  # meta tensors take the fake kernel, others error
             or torch._C._are_functorch_transforms_active()
-            or not all(_plain(t) for t in tensors)
-            or (torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                                for t in tensors))):
-        return rnn(*args)
-    return _rnn_impl(*args)
+            or _needs_dispatch((input, hx, cx, *weights), torch.is_grad_enabled())):
+        return rnn(*args)[:3]
+    return _forward(*args, keep_reserve=False)[:3]
+
+
+def _needs_dispatch(tensors, grad_enabled: bool) -> bool:
+    """Whether any of the tensors (None allowed) is a subclass, or needs autograd."""
+    for t in tensors:
+        if t is not None and (type(t) not in _PLAIN_TENSOR_TYPES
+                              or (grad_enabled and t.requires_grad)):
+            return True
+    return False
 
 
 @rnn.register_fake
@@ -209,7 +281,7 @@ def rnn_backward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
     """Backprop through time of ``rnn``. Returns (grad_input, grad_hx, grad_cx, grad_weights);
     grad_cx is empty unless LSTM. grad_hy / grad_cy None mean zero."""
     in_dtype, weight_dtypes = input.dtype, [w.dtype for w in weights]
-    native, (T, B, N, H, O, D), dtype, (input, weights, hx, cx, masks) = _prepare(
+    native, context, (T, B, N, H, O, D), dtype, (input, weights, hx, cx, masks) = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
         proj_size, has_bias)
     grad_output, grad_hy, grad_cy = (_contiguous(g, dtype)
@@ -218,11 +290,12 @@ def rnn_backward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
     grad_hx = input.new_empty(num_layers * D, B, O)
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
     grad_weights = [torch.empty_like(w) for w in weights]
-    workspace = input.new_empty(native.workspace_elems(True))
-    native.backward(_ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
+    scratch, (workspace,) = _scratch(input, dtype, (native.workspace_elems(True),))
+    native.backward(context, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
                     [_ptr(m) for m in masks], _ptr(reserve), _ptr(grad_output), _ptr(grad_hy),
                     _ptr(grad_cy), _ptr(grad_input), _ptr(grad_hx), _ptr(grad_cx),
-                    [_ptr(g) for g in grad_weights], _ptr(workspace))
+                    [_ptr(g) for g in grad_weights], workspace)
+    del scratch  # the native call is over
     return (_as(grad_input, in_dtype), _as(grad_hx, in_dtype), _as(grad_cx, in_dtype),
             [_as(g, wd) for g, wd in zip(grad_weights, weight_dtypes)])
 

@@ -22,11 +22,12 @@ __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
 def _check_like_input(input: Tensor, tensors, what: str) -> None:
     """Same device and dtype as the input, as torch's kernels require (they raise RuntimeError)."""
+    device, dtype = input.device, input.dtype
     for t in tensors:
-        if t.device != input.device:
+        if t.device != device:
             raise RuntimeError(f"Input and {what} tensors are not at the same device, found input "
                                f"tensor at {input.device} and {what} tensor at {t.device}")
-        if t.dtype != input.dtype:
+        if t.dtype != dtype:
             raise RuntimeError(f"Input and {what} tensors are not the same dtype, found input "
                                f"tensor with {input.dtype} and {what} tensor with {t.dtype}")
 
@@ -77,17 +78,18 @@ def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
 class _FastRNNBase:
     """forward() shared by RNN, LSTM and GRU; the torch base class provides everything else."""
 
-    def _dropout_masks(self, rows_shape, like: Tensor) -> List[Tensor]:
+    def _dropout_masks(self, input: Tensor) -> List[Tensor]:
         """Masks between layers from torch's RNG (so torch.manual_seed makes runs repeatable),
-        already scaled by 1/(1-p); the native core multiplies them into each layer's output."""
+        already scaled by 1/(1-p), shaped like the output for input [T, B, I] or [N, I]; the
+        native core multiplies them into each layer's output."""
         if not (self.training and self.dropout > 0 and self.num_layers > 1):
             return []
         width = (2 if self.bidirectional else 1) * (self.proj_size or self.hidden_size)
-        shape = tuple(rows_shape) + (width,)
+        shape = tuple(input.shape[:-1]) + (width,)
         keep = 1.0 - self.dropout
         if keep == 0.0:
-            return [like.new_zeros(shape) for _ in range(self.num_layers - 1)]
-        return [like.new_empty(shape).bernoulli_(keep).div_(keep)
+            return [input.new_zeros(shape) for _ in range(self.num_layers - 1)]
+        return [input.new_empty(shape).bernoulli_(keep).div_(keep)
                 for _ in range(self.num_layers - 1)]
 
     def _batched_hidden(self, hx, is_batched: bool):
@@ -173,8 +175,8 @@ class _FastRNNBase:
             h0 = input.new_zeros(self.num_layers * d, batch, self.proj_size or self.hidden_size)
             c0 = input.new_zeros(self.num_layers * d, batch, self.hidden_size) if is_lstm else None
 
-        masks = self._dropout_masks(input.shape[:-1], input)
-        output, hy, cy, _ = _ops.run_rnn(input, weights, h0, c0, batch_sizes, masks,
+        masks = self._dropout_masks(input)
+        output, hy, cy = _ops.run_rnn(input, weights, h0, c0, batch_sizes, masks,
                                          self.mode, self.num_layers, self.bidirectional,
                                          self.proj_size, self.bias)
         if result_dtype is not None:
@@ -253,7 +255,7 @@ class _FastCellBase:
         _check_like_input(input, states, "hidden")
         h0 = states[0].unsqueeze(0) if states else None
         c0 = states[1].unsqueeze(0) if is_lstm and states else None
-        _, hy, cy, _ = _ops.run_rnn(input.unsqueeze(0), weights, h0, c0, None, [], mode, 1,
+        _, hy, cy = _ops.run_rnn(input.unsqueeze(0), weights, h0, c0, None, [], mode, 1,
                                     False, 0, self.bias)
         h, c = hy[0], cy[0] if is_lstm else None
         if result_dtype is not None:
