@@ -55,12 +55,19 @@ def make_problem(cell, num_layers, bidirectional, proj_size, has_bias, packed, d
             has_bias)
 
 
-def outputs(args):
-    output, hy, cy, _ = _ops.rnn(*args)
+def outputs(args, run=_ops.rnn):
+    """(output, hy[, cy]) of the op, or of ``run``: _ops.run_rnn takes the eager autograd.Function
+    (CPU tensors that need grad) or no autograd at all."""
+    output, hy, cy = run(*args)[:3]
     return (output, hy, cy) if args[6] == "LSTM" else (output, hy)
 
 
-def gradcheck_op(args):
+# Both ways into the kernels with autograd: the op (compile, export, tensor subclasses) and the
+# modules' eager path.
+RUNNERS = {"op": _ops.rnn, "eager": _ops.run_rnn}
+
+
+def gradcheck_op(args, run=_ops.rnn):
     """float64 gradcheck of fastrnn::rnn's outputs w.r.t. x, hx, cx and every weight."""
     x, weights, hx, cx = args[:4]
     inputs = [x, hx, *weights] + ([cx] if cx is not None else [])
@@ -68,14 +75,37 @@ def gradcheck_op(args):
 
     def fn(x, hx, *rest):
         ws, cx = list(rest[:n_w]), (rest[n_w] if len(rest) > n_w else None)
-        return outputs((x, ws, hx, cx) + args[4:])
+        return outputs((x, ws, hx, cx) + args[4:], run)
 
     return torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.parametrize("runner", RUNNERS)
 @pytest.mark.parametrize("config", CONFIGS)
-def test_gradcheck_float64(config):
-    assert gradcheck_op(make_problem(*config, torch.float64, with_masks=True))
+def test_gradcheck_float64(config, runner):
+    assert gradcheck_op(make_problem(*config, torch.float64, with_masks=True), RUNNERS[runner])
+
+
+@pytest.mark.parametrize("omit_state", [False, True])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_eager_autograd_matches_the_op(config, omit_state):
+    """The eager autograd.Function and the op's registered autograd share the formula; their
+    outputs and every gradient are the same bits, also when only some outputs are used and when
+    the initial state is omitted (padded input) or some inputs need no gradient."""
+    args = list(make_problem(*config, torch.float32, with_masks=True))
+    packed = args[4] is not None
+    if omit_state and not packed:
+        args[2] = args[3] = None
+    if omit_state:
+        args[1][0].requires_grad_(False)
+    leaves = [t for t in (args[0], args[2], args[3], *args[1]) if t is not None and t.requires_grad]
+    runs = []
+    for run in RUNNERS.values():
+        got = outputs(tuple(args), run)
+        used = got[:2]  # cy, when there is one, gets no gradient: None reaches the backward
+        runs.append(got + torch.autograd.grad(used, leaves, [torch.ones_like(g) for g in used]))
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -109,9 +139,10 @@ def test_opcheck(config):
                           test_utils=("test_schema", "test_faketensor"))
 
 
-def test_double_backward_raises():
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_double_backward_raises(runner):
     args = make_problem("LSTM", 1, False, 0, True, False, torch.float64)
-    output = outputs(args)[0]
+    output = outputs(args, RUNNERS[runner])[0]
     # Refused as soon as a differentiable backward graph is asked for, never wrong values later.
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(output.sum(), args[0], create_graph=True)

@@ -3,8 +3,11 @@
 ``fastrnn::rnn`` runs a whole stack (layers x directions) over a padded [T, B, I] or packed
 [N, I] (+ batch_sizes) input; ``fastrnn::rnn_backward`` is its backprop-through-time.
 Each op has a fake implementation (shapes only) for torch.compile / export, and ``rnn`` has
-autograd registered. Inputs are validated by the modules before they get here; the core still
-asserts its own preconditions.
+autograd registered. The modules call ``run_rnn``, which takes the op only where the dispatcher
+is needed (compile, export, functorch, tensor subclasses, CUDA, meta); eager CPU calls run the
+same implementation and autograd formula without it (``_EagerRnn``, or no autograd at all).
+Inputs are validated by the modules before they get here; the core still asserts its own
+preconditions.
 """
 
 from __future__ import annotations
@@ -240,21 +243,16 @@ def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opti
     op's dispatch overhead and allocations, which matters for streaming one step at a time."""
     args = (input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
             proj_size, has_bias)
+    tensors = (input, hx, cx, *weights)
     if (torch.compiler.is_compiling()
             or not input.is_cpu  # meta tensors take the fake kernel, others error
             or torch._C._are_functorch_transforms_active()
-            or _needs_dispatch((input, hx, cx, *weights), torch.is_grad_enabled())):
+            or any(t is not None and type(t) not in _PLAIN_TENSOR_TYPES for t in tensors)):
         return rnn(*args)[:3]
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        config = (cell, num_layers, bidirectional, proj_size, has_bias, len(weights))
+        return _EagerRnn.apply(config, input, hx, cx, batch_sizes, *weights, *dropout_masks)[:3]
     return _forward(*args, keep_reserve=False)[:3]
-
-
-def _needs_dispatch(tensors, grad_enabled: bool) -> bool:
-    """Whether any of the tensors (None allowed) is a subclass, or needs autograd."""
-    for t in tensors:
-        if t is not None and (type(t) not in _PLAIN_TENSOR_TYPES
-                              or (grad_enabled and t.requires_grad)):
-            return True
-    return False
 
 
 @rnn.register_fake
@@ -271,8 +269,7 @@ def _(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidi
     return output, hy, cy, reserve
 
 
-@torch.library.custom_op("fastrnn::rnn_backward", mutates_args=())
-def rnn_backward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
+def _rnn_backward_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
                  cx: Optional[Tensor], batch_sizes: Optional[Tensor],
                  dropout_masks: List[Tensor], reserve: Tensor, grad_output: Tensor,
                  grad_hy: Optional[Tensor], grad_cy: Optional[Tensor],
@@ -298,6 +295,10 @@ def rnn_backward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
     del scratch  # the native call is over
     return (_as(grad_input, in_dtype), _as(grad_hx, in_dtype), _as(grad_cx, in_dtype),
             [_as(g, wd) for g, wd in zip(grad_weights, weight_dtypes)])
+
+
+rnn_backward = torch.library.custom_op("fastrnn::rnn_backward", mutates_args=())(
+    _rnn_backward_impl)
 
 
 @rnn_backward.register_fake
@@ -334,7 +335,9 @@ def _rnn_setup_context(ctx, inputs, output):
     ctx.save_for_backward(*saved)
 
 
-def _rnn_backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
+def _rnn_grads(ctx, grad_output, grad_hy, grad_cy, run_backward):
+    """Gradients of ``rnn``'s inputs, in its argument order, through ``run_backward`` (the
+    ``rnn_backward`` op, or its implementation when no dispatcher is involved)."""
     if torch.is_grad_enabled():
         raise RuntimeError("fastrnn: double backward (create_graph=True) through fastrnn.rnn "
                            "is not supported")
@@ -349,7 +352,7 @@ def _rnn_backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
     cell = ctx.config[0]
     if grad_output is None:
         grad_output = input.new_zeros(ctx.output_shape)
-    grad_input, grad_hx, grad_cx, grad_weights = rnn_backward(
+    grad_input, grad_hx, grad_cx, grad_weights = run_backward(
         input, weights, hx, cx, batch_sizes, masks, reserve, grad_output, grad_hy,
         grad_cy if cell == "LSTM" else None, *ctx.config)
     return (grad_input, grad_weights, grad_hx if ctx.has_hx else None,
@@ -357,7 +360,37 @@ def _rnn_backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
             None, None, None, None, None)
 
 
+def _rnn_backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
+    return _rnn_grads(ctx, grad_output, grad_hy, grad_cy, rnn_backward)
+
+
 rnn.register_autograd(_rnn_backward, setup_context=_rnn_setup_context)
+
+
+class _EagerRnn(torch.autograd.Function):
+    """``rnn`` with its own autograd formula (_rnn_setup_context, _rnn_grads) for eager CPU calls,
+    without the op's dispatch: torch.library's autograd wrapper re-checks and flattens the
+    arguments on each call and in backward, ~100 us per call, far more than a streamed step's
+    kernels. Inputs: config (cell, num_layers, bidirectional, proj_size, has_bias, number of
+    weights), then input, hx, cx, batch_sizes, the weights and the dropout masks."""
+
+    @staticmethod
+    def forward(ctx, config, input, hx, cx, batch_sizes, *weights_and_masks):
+        cell, num_layers, bidirectional, proj_size, has_bias, num_weights = config
+        args = (input, list(weights_and_masks[:num_weights]), hx, cx, batch_sizes,
+                list(weights_and_masks[num_weights:]), cell, num_layers, bidirectional,
+                proj_size, has_bias)
+        output = _forward(*args, keep_reserve=True)
+        _rnn_setup_context(ctx, args, output)
+        ctx.set_materialize_grads(False)  # None means zero to the native backward
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
+        grad_input, grad_weights, grad_hx, grad_cx = _rnn_grads(
+            ctx, grad_output, grad_hy, grad_cy, _rnn_backward_impl)[:4]
+        return (None, grad_input, grad_hx, grad_cx, None, *grad_weights,
+                *([None] * ctx.num_masks))
 
 
 # ---- Autocast -------------------------------------------------------------------------------
