@@ -247,3 +247,18 @@ def test_meta_tensors_give_shapes_without_running_kernels():
     out, (h, c) = module(torch.empty(7, 4, 3, device="meta"))
     assert out.shape == (7, 4, 4) and out.device.type == "meta"
     assert h.shape == (4, 4, 2) and c.shape == (4, 4, 5)
+
+
+def test_descriptor_cache_holds_padded_configurations_only():
+    """CPU descriptors are cached per padded configuration (a streamed step reuses one); packed
+    inputs are not cached, as their batch_sizes differ per batch and may be long."""
+    module = fastrnn.GRU(3, 4)
+    with torch.no_grad():
+        module(torch.randn(2, 1, 3))
+        before = _ops._cpu_native.cache_info()
+        module(torch.randn(2, 1, 3))
+        after = _ops._cpu_native.cache_info()
+        assert (after.hits, after.currsize) == (before.hits + 1, before.currsize)
+        for length in range(5, 12):
+            module(pack_padded_sequence(torch.randn(length, 2, 3), [length, 3]))
+        assert _ops._cpu_native.cache_info().currsize == after.currsize

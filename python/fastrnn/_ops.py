@@ -82,29 +82,34 @@ def _contiguous(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
 
 
 class _Native:
-    """One configuration's native calls: the descriptor and its module, ``_C`` on the CPU (with a
-    thread count), ``_cuda`` on a GPU (with the tensors' device and its current stream).
+    """One configuration's native calls: the descriptor and its module, ``_C`` on the CPU,
+    ``_cuda`` on a GPU. The per-call context (thread count, or device and stream) comes from
+    ``_native_call``.
 
-    CPU instances are cached by configuration (``_cpu_native``): building the descriptor and
-    sizing the workspaces each call would cost a streamed step more than its kernel."""
+    CPU instances of padded inputs are cached by configuration (``_cpu_native``): building the
+    descriptor and sizing the workspaces each call would cost a streamed step more than its
+    kernel."""
 
-    def __init__(self, fields, dtype: torch.dtype, context):
+    def __init__(self, fields, dtype: torch.dtype, on_cuda: bool):
         self.desc = _C.RnnDesc(*fields)
         self.reserve_per_row = self.desc.reserve_elems_per_row
         native = native_dtype(dtype, "fastrnn.rnn")
-        self.context = context
-        if context is None:  # CUDA: _cuda takes the plain fields and dtype code, not _C's types
+        if on_cuda:  # _cuda takes the plain fields and dtype code, not _C's types
             self.module = cuda_module()
             self.head = (fields, int(native))
-            self._workspace = [self.module.rnn_workspace_elems(fields, b, int(native))
-                               for b in (False, True)]
         else:
             self.module = _C
             self.head = (self.desc, native)
-            self._workspace = [self.desc.workspace_elems(b, native) for b in (False, True)]
+        self._workspace = {}
 
     def workspace_elems(self, backward: bool) -> int:
-        return self._workspace[backward]
+        elems = self._workspace.get(backward)
+        if elems is None:
+            desc, dtype = self.head
+            elems = self._workspace[backward] = (
+                desc.workspace_elems(backward, dtype) if self.module is _C
+                else self.module.rnn_workspace_elems(desc, backward, dtype))
+        return elems
 
     def forward(self, context, *addresses) -> None:
         self.module.rnn_forward(*self.head, *addresses, *context)
@@ -113,18 +118,20 @@ class _Native:
         self.module.rnn_backward(*self.head, *addresses, *context)
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=64)
 def _cpu_native(fields, dtype: torch.dtype) -> _Native:
-    return _Native(fields, dtype, ())
+    return _Native(fields, dtype, on_cuda=False)
 
 
 def _native_call(input: Tensor, fields, dtype: torch.dtype):
-    """(native configuration, call context) for tensors on input's device."""
+    """(native configuration, call context) for tensors on input's device. Packed inputs are not
+    cached: their batch_sizes (in the fields) change from batch to batch and can be long."""
     if input.is_cuda:
-        native = _Native(fields, dtype, None)
-        return native, (input.device.index,
-                        torch.cuda.current_stream(input.device).cuda_stream)
-    return _cpu_native(fields, dtype), (torch.get_num_threads(),)
+        return _Native(fields, dtype, on_cuda=True), (
+            input.device.index, torch.cuda.current_stream(input.device).cuda_stream)
+    packed = len(fields[-1]) > 0
+    native = _Native(fields, dtype, on_cuda=False) if packed else _cpu_native(fields, dtype)
+    return native, (torch.get_num_threads(),)
 
 
 class _CpuScratch(threading.local):
