@@ -217,12 +217,12 @@ def _forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opt
     cy = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
     reserve_elems = N * native.reserve_per_row
     reserve = input.new_empty(reserve_elems) if keep_reserve else None
+    # scratch owns the memory of these buffers until this function returns
     scratch, (reserve_scratch, workspace) = _scratch(
         input, dtype, (0 if keep_reserve else reserve_elems, native.workspace_elems(False)))
     native.forward(context, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
                    [_ptr(m) for m in masks], _ptr(output), _ptr(hy), _ptr(cy),
                    _ptr(reserve) if keep_reserve else reserve_scratch, workspace)
-    del scratch  # the native call is over
     return _as(output, out_dtype), _as(hy, out_dtype), _as(cy, out_dtype), reserve
 
 
@@ -277,11 +277,11 @@ def _(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidi
 
 
 def _rnn_backward_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
-                 cx: Optional[Tensor], batch_sizes: Optional[Tensor],
-                 dropout_masks: List[Tensor], reserve: Tensor, grad_output: Tensor,
-                 grad_hy: Optional[Tensor], grad_cy: Optional[Tensor],
-                 cell: str, num_layers: int, bidirectional: bool, proj_size: int,
-                 has_bias: bool) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
+                       cx: Optional[Tensor], batch_sizes: Optional[Tensor],
+                       dropout_masks: List[Tensor], reserve: Tensor, grad_output: Tensor,
+                       grad_hy: Optional[Tensor], grad_cy: Optional[Tensor],
+                       cell: str, num_layers: int, bidirectional: bool, proj_size: int,
+                       has_bias: bool) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
     """Backprop through time of ``rnn``. Returns (grad_input, grad_hx, grad_cx, grad_weights);
     grad_cx is empty unless LSTM. grad_hy / grad_cy None mean zero."""
     in_dtype, weight_dtypes = input.dtype, [w.dtype for w in weights]
@@ -294,12 +294,11 @@ def _rnn_backward_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor
     grad_hx = input.new_empty(num_layers * D, B, O)
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
     grad_weights = [torch.empty_like(w) for w in weights]
-    scratch, (workspace,) = _scratch(input, dtype, (native.workspace_elems(True),))
+    scratch, (workspace,) = _scratch(input, dtype, (native.workspace_elems(True),))  # owns it
     native.backward(context, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
                     [_ptr(m) for m in masks], _ptr(reserve), _ptr(grad_output), _ptr(grad_hy),
                     _ptr(grad_cy), _ptr(grad_input), _ptr(grad_hx), _ptr(grad_cx),
                     [_ptr(g) for g in grad_weights], workspace)
-    del scratch  # the native call is over
     return (_as(grad_input, in_dtype), _as(grad_hx, in_dtype), _as(grad_cx, in_dtype),
             [_as(g, wd) for g, wd in zip(grad_weights, weight_dtypes)])
 
