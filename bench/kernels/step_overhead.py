@@ -1,0 +1,76 @@
+"""Where a streamed step's time goes: one T=1, B=1 call through the module, through
+``_ops.run_rnn``, and the native call alone, under no_grad; then the module's forward and
+forward+backward with autograd, next to torch's module. Medians of 7 timeit repeats, microseconds.
+
+    python bench/kernels/step_overhead.py [--cells LSTM,GRU,RNN] [--hidden 128,512] [--threads 2]
+"""
+
+import argparse
+import statistics
+import timeit
+
+import torch
+
+import fastrnn
+from fastrnn import _ops
+
+
+def per_call_us(fn, number):
+    return statistics.median(timeit.repeat(fn, number=number, repeat=7)) / number * 1e6
+
+
+def native_call(module, x, state):
+    """The native forward alone, on buffers prepared once (what the kernels cost)."""
+    cell = module.mode
+    hx, cx = state if cell == "LSTM" else (state, None)
+    args = (x, module._flat_weights, hx, cx, None, [], cell, 1, False, 0, True)
+    native, context, sizes, dtype, (x, weights, hx, cx, _) = _ops._prepare(*args)
+    T, B, N, H, O, D = sizes
+    out, hy = x.new_empty(T, B, O), x.new_empty(1, B, O)
+    cy = x.new_empty(1, B, H) if cell == "LSTM" else x.new_empty(0)
+    scratch, (reserve, workspace) = _ops._scratch(
+        x, dtype, (N * native.reserve_per_row, native.workspace_elems(False)))
+    addresses = (_ops._ptr(x), [_ops._ptr(w) for w in weights], _ops._ptr(hx), _ops._ptr(cx), [],
+                 _ops._ptr(out), _ops._ptr(hy), _ops._ptr(cy), reserve, workspace)
+    # The addresses are plain ints: the tensors behind them must outlive the timing.
+    keep_alive = (x, weights, hx, cx, out, hy, cy, scratch)
+    return lambda: native.forward(context, *addresses), keep_alive
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cells", default="LSTM,GRU,RNN")
+    p.add_argument("--hidden", default="128,512")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    print(f"torch {torch.__version__}, {a.threads} threads; us per call, median of 7")
+    print(f"{'cell':5} {'H':>4} | no grad: {'module':>7} {'run_rnn':>8} {'native':>7} "
+          f"{'torch':>7} | grad: {'fwd':>6} {'torch':>6} {'fwd+bwd':>8} {'torch':>7}")
+    for cell in a.cells.split(","):
+        for H in (int(h) for h in a.hidden.split(",")):
+            ours, theirs = getattr(fastrnn, cell)(H, H), getattr(torch.nn, cell)(H, H)
+            theirs.load_state_dict(ours.state_dict())
+            x = torch.randn(1, 1, H)
+            state = ((torch.randn(1, 1, H), torch.randn(1, 1, H)) if cell == "LSTM"
+                     else torch.randn(1, 1, H))
+            n = max(200, 200_000 // H)
+            with torch.no_grad():
+                hx, cx = state if cell == "LSTM" else (state, None)
+                args = (x, ours._flat_weights, hx, cx, None, [], ours.mode, 1, False, 0, True)
+                module_us = per_call_us(lambda: ours(x, state), n)
+                run_rnn_us = per_call_us(lambda: _ops.run_rnn(*args), n)
+                call, _buffers = native_call(ours, x, state)
+                native_us = per_call_us(call, n)
+                torch_us = per_call_us(lambda: theirs(x, state), n)
+            xg = x.clone().requires_grad_()
+            grad = [per_call_us(lambda m=m: m(xg, state), n // 4) for m in (ours, theirs)]
+            both = [per_call_us(lambda m=m: m(xg, state)[0].sum().backward(), n // 4)
+                    for m in (ours, theirs)]
+            print(f"{cell:5} {H:>4} | {'':8} {module_us:7.1f} {run_rnn_us:8.1f} {native_us:7.1f} "
+                  f"{torch_us:7.1f} | {'':5} {grad[0]:6.1f} {grad[1]:6.1f} {both[0]:8.1f} "
+                  f"{both[1]:7.1f}")
+
+
+if __name__ == "__main__":
+    main()
