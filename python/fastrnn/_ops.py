@@ -155,8 +155,8 @@ def _scratch(like: Tensor, dtype: torch.dtype, elems: Tuple[int, ...]):
     total = sum(sizes)
     owner = None
     if like.is_cpu and total <= _SCRATCH_REUSE_BYTES:
-        owner = _CPU_SCRATCH.buffer
-        if owner is None or owner.numel() < total:
+        owner = _CPU_SCRATCH.buffer  # always _SCRATCH_REUSE_BYTES long
+        if owner is None:
             owner = _CPU_SCRATCH.buffer = torch.empty(_SCRATCH_REUSE_BYTES, dtype=torch.uint8)
     elif total > 0:
         owner = torch.empty(total, dtype=torch.uint8, device=like.device)
@@ -244,10 +244,11 @@ _PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
 def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
             batch_sizes: Optional[Tensor], dropout_masks: List[Tensor], cell: str,
             num_layers: int, bidirectional: bool, proj_size: int, has_bias: bool):
-    """``fastrnn::rnn`` as the modules call it; returns (output, hy, cy). When nothing needs the
-    dispatcher (no autograd, no torch.compile or functorch transform, no tensor subclass such as
-    FakeTensor), the forward runs directly and keeps no reserve: the same kernels without the
-    op's dispatch overhead and allocations, which matters for streaming one step at a time."""
+    """``fastrnn::rnn`` as the modules call it; returns (output, hy, cy). The op runs only where
+    the dispatcher is needed (torch.compile, functorch transforms, tensor subclasses such as
+    FakeTensor, devices other than the CPU). Otherwise the same kernels run without its dispatch
+    overhead: through _EagerRnn when autograd is needed, else directly, keeping no reserve,
+    which matters for streaming one step at a time."""
     args = (input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
             proj_size, has_bias)
     tensors = (input, hx, cx, *weights)
