@@ -239,6 +239,21 @@ class Driver {
   static V load(const T* p, int n) { return load_n(p, n); }
   static void store(V v, T* p, int n) { store_n(v, p, n); }
 
+  // Asks for the gate block's lines that a tile's epilogue reads and overwrites (S segments of
+  // nj columns, H apart, in each of `rows` rows, ld apart), before the tile's product runs. The
+  // input projection wrote the whole block long before, so at B >= 16 those lines come from L3
+  // or memory: in perf, the epilogue's first load of them held a fifth of its samples (LSTM
+  // 100x16x256x256); asked for early, the recurrence at B=16 ran 2-8% faster on one thread.
+  void prefetch_gate_rows(const T* first, int64_t ld, int rows, int nj) const {
+    for (int r = 0; r < rows; ++r) {
+      for (int k = 0; k < S; ++k) {
+        const T* segment = first + r * ld + k * H_;
+        __builtin_prefetch(segment, 1);
+        __builtin_prefetch(segment + nj - 1, 1);
+      }
+    }
+  }
+
   // Packs W [G*H, K] (gate blocks of H rows) for unit blocks [u0, u1): block u is [K][G][W] with
   // element (k, g, lane) = W[g*H + u*W + lane][k], zero past H.
   void pack_units(const T* w, int64_t K, int64_t u0, int64_t u1, T* out) const {
@@ -341,6 +356,7 @@ class Driver {
               }
             }
           };
+          prefetch_gate_rows(gates + (off + r0) * SH + j0, SH, rows, nj);
           if (direct) {
             direct_tile<G>(rows, O_, cur + r0 * O_, O_, w.w_hh, H_, j0, nj, cell_epilogue);
           } else {
