@@ -309,6 +309,21 @@ def test_forward_backward_vs_torch(cfg, rng, assert_close):
     run_grid_case(cfg, rng, assert_close)
 
 
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "lstm_proj", "gru"])
+@pytest.mark.parametrize("T,B", [(1, 1), (2, 4), (3, 3), (1, 16)], ids=["rows1", "rows8", "rows9", "rows16"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_few_row_products_vs_torch(mode, T, B, dtype, rng, assert_close):
+    """1, 8, 9 and 16 rows in the whole sequence: the CPU GEMM's direct paths (a few rows of A;
+    weight gradients over at most 8 rows) and the packed one on either side of their limits,
+    with widths of several vectors plus a tail (I=133, H=70, P=37), which the small sizes of the
+    grid never reach."""
+    torch_cls, extra = MODES[mode]
+    kwargs = dict(extra, dtype=dtype, **(dict(proj_size=37) if mode == "lstm_proj" else {}))
+    ref, mod = make_pair(torch_cls, 133, 70, **kwargs)
+    compare(ref, mod, lambda: make_case(rng, ref, form="padded", T=T, B=B, batch_first=False,
+                                        with_state=True, dtype=dtype), assert_close, dtype)
+
+
 # --------------------------------------------------------------------------------------------------
 # module identity: isinstance, state_dict, repr, parameters, dtype conversion
 # --------------------------------------------------------------------------------------------------

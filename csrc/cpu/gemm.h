@@ -213,33 +213,86 @@ inline VecOf<T> dot_lanes(const T* a, const T* b, int64_t ldb, int64_t K, int n)
   return acc[0];
 }
 
-// Products with few rows of A (a single step at batch 1, say), where packing B would cost as
-// much as the product: C = A @ op(B) straight from B, one row of A at a time. A is row-major.
-// op(B) = B^T (B stored [N,K]): dot products of rows; op(B) = B: rows of B scaled and summed.
+// Products where packing B would cost as much as the product, computed straight from B, one
+// row of C at a time, C = op(A) @ op(B) + (C when accumulate, else bias[N] broadcast over rows
+// when given, else 0). Two shapes take these paths (see gemm()):
+//  - few rows of A (a single step at batch 1, say), A row-major;
+//  - a shallow product (K of a few, op(B) = B, A in any layout): a weight gradient over one
+//    or a few rows. Packed, M=1536 N=512 K=1 took 271 us on one core (each 6-row tile paid its
+//    set-up for one k); row by row it is one pass over C, 60-80 us. Up to K=8 this path was
+//    faster in bench/kernels/gemm_lab.cpp, at K=16 the two were even.
 // One thread: such a step streams B from L2 or L3, and splitting it over two cores measured
 // slower (LSTM H=512 step: 135 us on one thread, 153-162 us on two; the pool's wake-ups cost
 // more than the second core's bandwidth gives).
 constexpr int64_t kDirectRows = 8;
+constexpr int64_t kDirectDepth = 8;
 
+// The first value of C's row segment [j0, j0 + cols): what the product is added to.
 template <class T>
-void gemm_direct(Trans trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
-                 const T* B, int64_t ldb, bool accumulate, T* C, int64_t ldc) {
-  using V = VecOf<T>;
-  constexpr int W = V::kWidth;
+inline VecOf<T> initial(const T* c, const T* bias, bool accumulate, int64_t j0, int cols) {
+  if (accumulate) return load_n(c + j0, cols);
+  return bias ? load_n(bias + j0, cols) : VecOf<T>(T(0));
+}
+
+// op(B) = B^T (B stored [N,K]), A row-major: dot products of rows.
+template <class T>
+void gemm_direct_dots(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                      int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* bias) {
+  constexpr int W = VecOf<T>::kWidth;
   for (int64_t i = 0; i < M; ++i) {
-    const T* a = A + i * lda;
     T* c = C + i * ldc;
     for (int64_t j0 = 0; j0 < N; j0 += W) {
       const int cols = static_cast<int>(imin(W, N - j0));
-      V out;
-      if (trans_b == Trans::Yes) {
-        out = dot_lanes(a, B + j0 * ldb, ldb, K, cols);
-      } else {
-        out = V(T(0));
-        for (int64_t k = 0; k < K; ++k) out += V(a[k]) * load_n(B + k * ldb + j0, cols);
-      }
-      if (accumulate) out += load_n(c + j0, cols);
-      store_n(out, c + j0, cols);
+      store_n(initial(c, bias, accumulate, j0, cols) +
+                  dot_lanes(A + i * lda, B + j0 * ldb, ldb, K, cols),
+              c + j0, cols);
+    }
+  }
+}
+
+// c[0:N] = init + sum_{k < kb} a[k * a_stride] * B[k][0:N] for kb <= KB, the coefficients
+// broadcast once and kept in registers. kb picks the instantiation (the same pattern as
+// accumulate_rows) so that the k loop is unrolled; four output vectors are in flight at a time
+// (one at a time waited on FMA latency: 3-4x slower at K <= 8).
+template <int KB, class T>
+void combine_rows(int kb, const T* a, int64_t a_stride, const T* B, int64_t ldb, int64_t N,
+                  bool add, const T* bias, T* c) {
+  if constexpr (KB > 1) {
+    if (kb < KB) return combine_rows<KB - 1>(kb, a, a_stride, B, ldb, N, add, bias, c);
+  }
+  using V = VecOf<T>;
+  constexpr int W = V::kWidth, kUnroll = 4;  // independent vectors in flight
+  V coef[KB];
+  for (int k = 0; k < KB; ++k) coef[k] = V(a[k * a_stride]);
+  int64_t j0 = 0;
+  for (; j0 + kUnroll * W <= N; j0 += kUnroll * W) {
+    V out[kUnroll];
+    for (int u = 0; u < kUnroll; ++u) out[u] = initial(c, bias, add, j0 + u * W, W);
+    for (int k = 0; k < KB; ++k) {
+      for (int u = 0; u < kUnroll; ++u) out[u] += coef[k] * V::load(B + k * ldb + j0 + u * W);
+    }
+    for (int u = 0; u < kUnroll; ++u) out[u].store(c + j0 + u * W);
+  }
+  for (; j0 < N; j0 += W) {
+    const int cols = static_cast<int>(imin(W, N - j0));
+    V out = initial(c, bias, add, j0, cols);
+    for (int k = 0; k < KB; ++k) out += coef[k] * load_n(B + k * ldb + j0, cols);
+    store_n(out, c + j0, cols);
+  }
+}
+
+// op(B) = B (row-major [K,N]), A any layout: each row of C is a combination of rows of B,
+// kKBlock of them per pass over the row.
+template <class T>
+void gemm_direct_combine(int64_t M, int64_t N, int64_t K, MatA<T> a, const T* B, int64_t ldb,
+                         bool accumulate, T* C, int64_t ldc, const T* bias) {
+  constexpr int kKBlock = 8;
+  for (int64_t i = 0; i < M; ++i) {
+    T* c = C + i * ldc;
+    for (int64_t k0 = 0; k0 < K; k0 += kKBlock) {
+      const int kb = static_cast<int>(imin(kKBlock, K - k0));
+      combine_rows<kKBlock>(kb, a.base + i * a.row_stride + k0 * a.k_stride, a.k_stride,
+                            B + k0 * ldb, ldb, N, accumulate || k0 > 0, bias, c);
     }
   }
 }
@@ -300,18 +353,25 @@ void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, const T
   using Blk = GemmBlocking<T>;
   constexpr int W = V::kWidth;
   if (M <= 0 || N <= 0) return;
-  if (K <= 0 || (M <= kDirectRows && trans_a == Trans::No)) {
+  const MatA<T> a = MatA<T>::of(trans_a, A, lda);
+  if (K <= 0) {  // an empty sum
     if (!accumulate) {
       for (int64_t i = 0; i < M; ++i)
         for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = bias ? bias[j] : T(0);
     }
-    if (K > 0) gemm_direct(trans_b, M, N, K, A, lda, B, ldb, true, C, ldc);
+    return;
+  }
+  if (trans_b == Trans::No && (K <= kDirectDepth || M <= kDirectRows)) {
+    gemm_direct_combine(M, N, K, a, B, ldb, accumulate, C, ldc, bias);
+    return;
+  }
+  if (M <= kDirectRows && trans_a == Trans::No) {
+    gemm_direct_dots(M, N, K, A, lda, B, ldb, accumulate, C, ldc, bias);
     return;
   }
   const int64_t panels = ceil_div(N, Blk::NR);
   // Small products are not worth waking other threads.
   if (M * N * K < 64 * 64 * 64) threads = 1;
-  const MatA<T> a = MatA<T>::of(trans_a, A, lda);
   SpinBarrier barrier(threads);
   parallel(threads, [&](int tid, int n) {
     for (int64_t k0 = 0; k0 < K; k0 += Blk::KC) {
