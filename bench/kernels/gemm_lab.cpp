@@ -1,7 +1,8 @@
 // Kernel lab: the CPU GEMM of csrc/cpu/gemm.h, checked against a plain triple loop, then timed.
 // Build and run: bash bench/kernels/run_lab.sh   (compiles this file once per ISA)
 // Prints GFLOP/s per shape for the big-GEMM shapes of the recurrence (input projection, weight
-// gradients) and for the fused recurrent tile at small row counts.
+// gradients), for the shapes that take gemm's direct paths (a few rows, a shallow K), and for an
+// LSTM's recurrent step over 100 steps, its product alone and with the cell's epilogue.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "cpu/gemm.h"
+#include "cells/lstm.h"
 
 using namespace fastrnn::cpu::FASTRNN_ISA;
 
@@ -62,6 +64,84 @@ void run(const char* what, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, 
               2.0 * M * N * K / times[4] * 1e-9);
 }
 
+// The recurrent step of an LSTM over `steps` steps, as the driver runs it on one thread: for
+// every block of W hidden units, the rows of h [B, K] (tiles of tile_rows<G>() rows) times the
+// block's packed panel [K][G][W]; then either only the product is stored (with_cell false) or
+// the cell's epilogue runs as in csrc/cpu/recurrence.h (gate pre-activations read from and
+// activations written back to a [steps][B][G*H] block, c and h written out). The product is
+// checked against the plain loop once, then the whole sequence is timed.
+void run_step(int64_t B, int64_t H, int64_t steps, bool with_cell) {
+  using V = VecOf<float>;
+  using Cell = fastrnn::cells::Lstm;
+  constexpr int G = Cell::kGates, W = V::kWidth, MR = tile_rows<G>();
+  const int64_t K = H, blocks = ceil_div(H, W);
+  std::mt19937 gen(7);
+  std::normal_distribution<float> dist;
+  std::vector<float> h(2 * B * K), w(G * H * K), panels(blocks * K * G * W), out(B * G * H);
+  std::vector<float> gates(steps * B * G * H), cells(steps * B * H), y(steps * B * H), c(B * H);
+  for (auto& v : h) v = dist(gen) * 0.1f;
+  for (auto& v : w) v = dist(gen) * 0.1f;
+  for (auto& v : gates) v = dist(gen);
+  for (int64_t u = 0; u < blocks; ++u)  // w is [G*H, K]; panel u holds units [u*W, u*W + W)
+    for (int g = 0; g < G; ++g)
+      pack_transposed(w.data() + (g * H + u * W) * K, K, imin(W, H - u * W), K, G * W,
+                      panels.data() + u * K * G * W + g * W);
+  auto step = [&](int64_t s) {
+    const float* cur = h.data() + (s % 2) * B * K;
+    float* next = h.data() + ((s + 1) % 2) * B * K;
+    for (int64_t u = 0; u < blocks; ++u) {
+      const int64_t j0 = u * W;
+      for (int64_t r0 = 0; r0 < B; r0 += MR) {
+        const int rows = static_cast<int>(imin(MR, B - r0));
+        tile<G>(rows, K, MatA<float>{cur + r0 * K, K, 1}, panels.data() + u * K * G * W,
+                [&](V(&acc)[MR][G]) {
+                  for (int r = 0; r < rows; ++r) {
+                    const int64_t b = r0 + r;
+                    if (!with_cell) {
+                      for (int g = 0; g < G; ++g) acc[r][g].store(out.data() + b * G * H + g * H + j0);
+                      continue;
+                    }
+                    float* srow = gates.data() + (s * B + b) * G * H;
+                    V xp[G], hp[G], saved[G], cn, hn;
+                    for (int g = 0; g < G; ++g) {
+                      xp[g] = V::load(srow + g * H + j0);
+                      hp[g] = acc[r][g];
+                    }
+                    Cell::forward(xp, hp, V(0.0f), V::load(c.data() + b * H + j0), saved, cn, hn);
+                    for (int g = 0; g < G; ++g) saved[g].store(srow + g * H + j0);
+                    cn.store(c.data() + b * H + j0);
+                    cn.store(cells.data() + (s * B + b) * H + j0);
+                    hn.store(next + b * K + j0);
+                    hn.store(y.data() + (s * B + b) * H + j0);
+                  }
+                });
+      }
+    }
+  };
+  if (!with_cell) {
+    step(0);
+    std::vector<float> ref(B * G * H);
+    reference(Trans::No, Trans::Yes, B, G * H, K, h.data(), K, w.data(), K, ref.data(), G * H);
+    double err = 0;
+    for (int64_t i = 0; i < B * G * H; ++i)
+      err = std::fmax(err, std::fabs(out[i] - ref[i]) / (1 + std::fabs(ref[i])));
+    if (err > 1e-4) {
+      std::printf("recurrent step B=%lld: MISMATCH (max rel err %.2e)\n", (long long)B, err);
+      std::exit(1);
+    }
+  }
+  std::vector<double> times;
+  for (int rep = 0; rep < 9; ++rep) {
+    const double t0 = seconds();
+    for (int64_t s = 0; s < steps; ++s) step(s);
+    times.push_back((seconds() - t0) / steps);
+  }
+  std::sort(times.begin(), times.end());
+  std::printf("LSTM step, %-15s B=%5lld H=%5lld K=%5lld threads=1: %7.1f GFLOP/s, %6.1f us "
+              "(median of 9)\n", with_cell ? "product + cell" : "product only", (long long)B,
+              (long long)H, (long long)K, 2.0 * B * G * H * K / times[4] * 1e-9, times[4] * 1e6);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -72,5 +152,16 @@ int main(int argc, char** argv) {
   run("dW = dG^T X", Trans::Yes, Trans::No, 2048, 512, 6400, threads);
   run("dX = dG W", Trans::No, Trans::No, 6400, 512, 2048, threads);
   run("square", Trans::No, Trans::No, 1024, 1024, 1024, threads);
+  // Shallow products (weight gradients over one or a few rows) and few-row ones: gemm's direct
+  // paths.
+  run("dW over one row", Trans::Yes, Trans::No, 1536, 512, 1, threads);
+  run("dW over four rows", Trans::Yes, Trans::No, 1536, 512, 4, threads);
+  run("dW over eight rows", Trans::Yes, Trans::No, 2048, 1024, 8, threads);
+  run("dW over nine rows (packed)", Trans::Yes, Trans::No, 2048, 1024, 9, threads);
+  run("dX of one row", Trans::No, Trans::No, 1, 512, 1536, threads);
+  run("projection of one row", Trans::No, Trans::Yes, 1, 1536, 512, threads);
+  for (int64_t B : {1, 16, 64})
+    for (int64_t H : {128, 256, 512})
+      for (bool with_cell : {false, true}) run_step(B, H, 100, with_cell);
   return 0;
 }
