@@ -207,7 +207,9 @@ inline VecOf<T> dot_lanes(const T* a, const T* b, int64_t ldb, int64_t K, int n)
   V acc[W];
   for (int c = 0; c < W; ++c) acc[c] = V(T(0));
   int c = 0;
-  for (; c + 4 <= n; c += 4) accumulate_dots<4>(a, b + c * ldb, ldb, K, acc + c);
+  if constexpr (W >= 4) {  // (two-lane vectors never have four rows; GCC warned about acc + c)
+    for (; c + 4 <= n; c += 4) accumulate_dots<4>(a, b + c * ldb, ldb, K, acc + c);
+  }
   for (; c < n; ++c) accumulate_dots<1>(a, b + c * ldb, ldb, K, acc + c);
   fold_all<W / 2>(acc);
   return acc[0];
