@@ -1,12 +1,15 @@
 #include "cpu/threads.h"
 
+#include <omp.h>
+#include <pthread.h>
+
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
 #include <thread>
-
-#include <pthread.h>
+#include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -48,89 +51,31 @@ void SpinBarrier::wait() {
 
 namespace {
 
-class Pool {
+// The first exception thrown by any part of a job, rethrown in the caller.
+class FirstError {
  public:
-  void run(int n, const std::function<void(int, int)>& fn) {
-    std::lock_guard<std::mutex> one_job_at_a_time(run_mutex_);
-    ensure_workers(n - 1);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      job_ = &fn;
-      job_threads_ = n;
-      pending_ = n - 1;
-      first_error_ = nullptr;
-      ++job_id_;
-    }
-    wake_.notify_all();
+  template <class F>
+  void run(F&& f) noexcept {
     try {
-      fn(0, n);
+      f();
     } catch (...) {
-      record_error(std::current_exception());
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_) error_ = std::current_exception();
     }
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return pending_ == 0; });
-    job_ = nullptr;
-    if (first_error_) std::rethrow_exception(first_error_);
   }
-
+  void rethrow() const {
+    if (error_) std::rethrow_exception(error_);
+  }
 
  private:
-  // Workers are detached: the pool lives for the whole process.
-  void ensure_workers(int count) {
-    while (workers_ < count) {
-      const int tid = ++workers_;
-      std::thread([this, tid] { worker_loop(tid); }).detach();
-    }
-  }
-
-  [[noreturn]] void worker_loop(int tid) {
-    unsigned long seen = 0;
-    for (;;) {
-      const std::function<void(int, int)>* job;
-      int n;
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return job_id_ != seen; });
-        seen = job_id_;
-        job = job_;
-        n = job_threads_;
-      }
-      if (tid >= n) continue;  // this job uses fewer threads
-      try {
-        (*job)(tid, n);
-      } catch (...) {
-        record_error(std::current_exception());
-      }
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
-    }
-  }
-
-  void record_error(std::exception_ptr e) {
-    std::lock_guard<std::mutex> lock(error_mutex_);
-    if (!first_error_) first_error_ = e;
-  }
-
-  std::mutex run_mutex_, mutex_, error_mutex_;
-  std::condition_variable wake_, done_;
-  int workers_ = 0;
-  const std::function<void(int, int)>* job_ = nullptr;
-  int job_threads_ = 0;
-  int pending_ = 0;
-  unsigned long job_id_ = 0;
-  std::exception_ptr first_error_;
+  std::mutex mutex_;
+  std::exception_ptr error_;
 };
 
-// The process's pool. Never destroyed: joining workers during interpreter shutdown can deadlock.
-// After fork() the child has none of the parent's workers, so it starts a fresh pool (the old
-// one, whose mutexes may be held by threads that no longer exist, is abandoned).
-Pool*& current_pool() {
-  static Pool* pool = [] {
-    pthread_atfork(nullptr, nullptr, [] { current_pool() = new Pool; });
-    return new Pool;
-  }();
-  return pool;
-}
+// GNU OpenMP's thread pool is unusable in a child forked after the parent used it.
+std::atomic<bool> forked_child{false};
+const bool fork_handler_installed =
+    pthread_atfork(nullptr, nullptr, [] { forked_child.store(true); }) == 0;
 
 }  // namespace
 
@@ -146,7 +91,25 @@ void parallel(int n, const std::function<void(int, int)>& fn) {
     fn(0, 1);
     return;
   }
-  current_pool()->run(n, fn);
+  FirstError error;
+  std::atomic<bool> ran{false};
+  if (!forked_child.load()) {
+#pragma omp parallel num_threads(n)
+    if (omp_get_num_threads() == n) {  // the same answer on every thread of the team
+      if (omp_get_thread_num() == 0) ran.store(true);
+      error.run([&] { fn(omp_get_thread_num(), n); });
+    }
+  }
+  if (!ran.load()) {
+    // No team of n (a call from inside another parallel region, or in a forked child): the
+    // parts wait on each other at barriers, so they need threads of their own.
+    std::vector<std::thread> helpers;
+    for (int tid = 1; tid < n; ++tid)
+      helpers.emplace_back([&, tid] { error.run([&] { fn(tid, n); }); });
+    error.run([&] { fn(0, n); });
+    for (std::thread& t : helpers) t.join();
+  }
+  error.rethrow();
 }
 
 }  // namespace fastrnn::cpu

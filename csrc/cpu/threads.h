@@ -1,6 +1,8 @@
-// A small persistent thread pool for the CPU kernels, and a spinning barrier for the
-// per-step synchronization inside a recurrence (a step can take under a microsecond, far less
-// than a condition-variable wake-up, which the barrier only falls back to when a party is late).
+// Threads for the CPU kernels: jobs run on the OpenMP runtime's team (in a torch process, the
+// libgomp that torch loaded, so our jobs and torch's ops share one set of threads instead of two
+// pools competing for the cores), and a spinning barrier for the per-step synchronization inside
+// a recurrence (a step can take under a microsecond, far less than a condition-variable
+// wake-up, which the barrier only falls back to when a party is late).
 //
 // parallel(n, fn) runs fn(tid, n) on n threads (the caller is tid 0) and returns when all are
 // done. Work is split statically by tid, so which thread computes which output never depends on
@@ -34,11 +36,11 @@ class SpinBarrier {
   std::condition_variable wake_;
 };
 
-// Runs fn(tid, n) for tid in [0, n) concurrently; n is clamped to [1, max_threads()].
-// Exceptions thrown by fn are rethrown in the caller (the first one).
+// Runs fn(tid, n) for tid in [0, n) concurrently (the parts may wait on each other); n is
+// clamped to [1, max_threads()]. Exceptions thrown by fn are rethrown in the caller (the first).
 void parallel(int n, const std::function<void(int tid, int n)>& fn);
 
-// Upper bound on threads the pool will start.
+// Upper bound on the threads of a job: the machine's hardware threads.
 int max_threads();
 
 }  // namespace fastrnn::cpu
