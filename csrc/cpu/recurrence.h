@@ -118,7 +118,7 @@ class Driver {
       const T* x_l = layer_input(f, reserve, buf.masked, l);
       T* dx_l = l == 0 ? static_cast<T*>(a.dx) : buf.dy_next[l % 2];
       for (int64_t d = 0; d < D_; ++d) {
-        backward_recurrence(a, l, d, dy_l, reserve, buf.dir[0], backward_threads());
+        backward_recurrence(a, l, d, dy_l, reserve, buf.dir[0], threads_);
         backward_gemms(a, l, d, x_l, dx_l, reserve, buf.dir[0]);  // dX sums over directions
       }
       if (l > 0 && !f.masks.empty()) {
@@ -130,22 +130,19 @@ class Driver {
   }
 
  private:
-  // Threads for the time loop: one when a step is too small to repay a barrier per step (a
-  // barrier costs a fraction of a microsecond on idle cores, far more on busy ones). Backward
-  // runs inside autograd, right after torch ops whose OpenMP threads keep spinning on the other
-  // cores for a while, so there a second thread pays off only for much larger steps (measured:
-  // bench/kernels/NOTES.md).
-  int backward_threads() const { return B_ * O_ * GH_ < (int64_t{1} << 21) ? 1 : threads_; }
-
   // With a handful of rows in the whole sequence (streaming one step at a time), packing the
   // weights would cost more than the steps: the recurrence multiplies straight from them, on one
   // thread, and so does the forward input projection (gemm's own few-row path).
   bool direct() const { return N_ <= kDirectRows; }
 
-  int recurrence_threads(bool direct, int threads, Pass pass) const {
-    const int64_t step_macs = B_ * O_ * GH_;
-    const int64_t min_macs = int64_t{1} << (pass == Pass::Forward ? 17 : 21);
-    return direct || step_macs < min_macs ? 1 : threads;
+  // Threads for the time loop: one when a step is too small to repay a barrier per step. The
+  // same limit in both passes since the jobs run on torch's OpenMP team (cpu/threads.h); on a
+  // pool of our own, competing with torch's spinning workers, backward needed 2^21 and forward
+  // 2^17. LSTM 100x1x64x128 (2^16 per step), forward+backward: 1.15-1.21x of torch -> 1.34-1.45x
+  // (bench/kernels/NOTES.md).
+  int recurrence_threads(bool direct, int threads) const {
+    constexpr int64_t kMinStepMacs = int64_t{1} << 15;
+    return direct || B_ * O_ * GH_ < kMinStepMacs ? 1 : threads;
   }
 
   int64_t max_layer_input() const {
@@ -210,9 +207,8 @@ class Driver {
   // Runs f(d, threads) for each direction: both at once, one core each, when there are two
   // directions and at least two threads; else one after the other with all threads. Each output
   // element is computed the same way either way, so the results are the same bits. Used by the
-  // forward pass only: backward runs inside autograd, between torch ops whose OpenMP threads
-  // keep spinning on the other core for a while, and there a second busy thread of ours was
-  // measured to double the time (bench/kernels/NOTES.md).
+  // forward pass only: backward's directions share one set of scratch buffers and both add into
+  // dX, so running them at once would need a second set and a fixed order for that sum.
   template <class F>
   void for_each_direction(F&& f) const {
     if (D_ == 2 && threads_ >= 2) {
@@ -312,7 +308,7 @@ class Driver {
 
     const bool reverse = d == 1;
     const bool direct = this->direct();
-    const int threads = recurrence_threads(direct, threads_here, Pass::Forward);
+    const int threads = recurrence_threads(direct, threads_here);
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
@@ -441,7 +437,7 @@ class Driver {
     if (Cell::kHasCell) init_state(a.dcy, state * B_ * H_, B_ * H_, dc_run);
 
     const bool direct = this->direct();
-    const int threads = recurrence_threads(direct, threads_here, Pass::Backward);
+    const int threads = recurrence_threads(direct, threads_here);
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
@@ -510,19 +506,19 @@ class Driver {
     auto dw = [&](int64_t k) { return static_cast<T*>(a.dweights[first + k]); };
     int64_t k = 0;
     gemm(Trans::Yes, Trans::No, GH_, in_l, N_, buf.dgi, GH_, x_l, in_l, false, dw(k++), in_l,
-         buf.pack, backward_threads());
+         buf.pack, threads_);
     gemm(Trans::Yes, Trans::No, GH_, O_, N_, buf.dgh, GH_, buf.h_prev, O_, false, dw(k++), O_,
-         buf.pack, backward_threads());
+         buf.pack, threads_);
     if (desc_.has_bias) {
       column_sums(buf.dgi, dw(k++));
       column_sums(buf.dgh, dw(k++));
     }
     if (P_ > 0) {
       gemm(Trans::Yes, Trans::No, P_, H_, N_, buf.dr, P_, hh, H_, false, dw(k), H_, buf.pack,
-           backward_threads());
+           threads_);
     }
     gemm(Trans::No, Trans::No, N_, in_l, GH_, buf.dgi, GH_, w.w_ih, in_l, d > 0, dx_l, in_l,
-         buf.pack, backward_threads());
+         buf.pack, threads_);
   }
 
   // The cell's backward at one step for unit blocks [u0, u1): dG rows, dc in place and, for
@@ -574,7 +570,7 @@ class Driver {
 
   // out[j] = sum over rows of m[row][j] for an [N, G*H] matrix, columns split across threads.
   void column_sums(const T* m, T* out) const {
-    const int threads = N_ * GH_ < (1 << 16) ? 1 : backward_threads();
+    const int threads = N_ * GH_ < (1 << 16) ? 1 : threads_;
     parallel(threads, [&](int tid, int n) {
       for (int64_t j = GH_ * tid / n; j < GH_ * (tid + 1) / n; ++j) out[j] = T(0);
       for (int64_t r = 0; r < N_; ++r) {
