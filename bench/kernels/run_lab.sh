@@ -8,7 +8,7 @@ build() {  # name vec_bytes flags...
   local name=$1 bytes=$2; shift 2
   g++ -std=gnu++17 -O3 -ffp-contract=fast -DFASTRNN_ISA=$name -DFASTRNN_ISA_NAME="\"$name\"" \
     -DFASTRNN_VEC_BYTES=$bytes "$@" -I"$root/csrc" -I"$root/csrc/include" \
-    "$root/bench/kernels/gemm_lab.cpp" "$root/csrc/cpu/threads.cpp" -o "$out/gemm_$name" -pthread
+    "$root/bench/kernels/gemm_lab.cpp" "$root/csrc/cpu/threads.cpp" -o "$out/gemm_$name" -pthread -fopenmp
   "$out/gemm_$name" "${THREADS:-1}"
 }
 THREADS="${1:-1}"
