@@ -3,8 +3,9 @@ bitwise-identical outputs and gradients on repeated runs and for any thread coun
 cell, padded and packed, bidirectional, and the cells. (CTC across runs and thread counts is in
 tests/test_ctc.py; across instruction sets results differ by rounding, which is not promised.)
 
-Sizes are chosen so that both the recurrence (B*O*G*H >= 2^17) and the GEMMs (M*N*K >= 64^3)
-are split across threads, so the thread-count comparison is not vacuous.
+Sizes are chosen so that both the recurrence (B*O*G*H >= 2^15) and the GEMMs (M*N*K >= 64^3)
+are split across threads, so the thread-count comparison is not vacuous; streamed steps (a few
+rows, unpacked weights) split from 2^18 multiply-adds per product and have a test of their own.
 """
 
 import pytest
@@ -77,6 +78,25 @@ def test_cells_bitwise_across_runs_and_threads(cls):
         out = cell(x, (h, h * 0.5) if cls is fastrnn.LSTMCell else h)
         outs = list(out) if isinstance(out, tuple) else [out]
         grads = torch.autograd.grad(sum(o.sum() for o in outs), [x, h] + list(cell.parameters()))
+        return [o.detach() for o in outs] + list(grads)
+
+    assert_bitwise_equal([run_with_threads(n, run) for n in THREAD_COUNTS])
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("T_steps", [1, 4])
+def test_streamed_steps_bitwise_across_runs_and_threads(mode, T_steps):
+    """A few rows (T_steps x batch 1) and H=300: the unpacked products (the input projection and
+    the recurrent step, over 2^18 multiply-adds each) are split over two threads."""
+    cls, extra = MODES[mode]
+    extra = dict(extra, proj_size=150) if "proj_size" in extra else extra
+    module = cls(300, 300, **extra)
+    x = torch.randn(T_steps, 1, 300, requires_grad=True)
+
+    def run():
+        out, state = module(x)
+        outs = [out] + (list(state) if isinstance(state, tuple) else [state])
+        grads = torch.autograd.grad(sum(o.sum() for o in outs), [x] + list(module.parameters()))
         return [o.detach() for o in outs] + list(grads)
 
     assert_bitwise_equal([run_with_threads(n, run) for n in THREAD_COUNTS])

@@ -324,6 +324,24 @@ def test_few_row_products_vs_torch(mode, T, B, dtype, rng, assert_close):
                                         with_state=True, dtype=dtype), assert_close, dtype)
 
 
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "lstm_proj", "gru"])
+@pytest.mark.parametrize("T,B", [(1, 1), (4, 2)], ids=["rows1", "rows8"])
+def test_streamed_steps_on_two_threads_vs_torch(mode, T, B, rng, assert_close):
+    """Steps of a few rows with H=300 (I=301, P=150): the unpacked products are over 2^18
+    multiply-adds, so they are split over two threads by output columns."""
+    torch_cls, extra = MODES[mode]
+    kwargs = dict(extra, **(dict(proj_size=150) if mode == "lstm_proj" else {}))
+    ref, mod = make_pair(torch_cls, 301, 300, **kwargs)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        compare(ref, mod, lambda: make_case(rng, ref, form="padded", T=T, B=B, batch_first=False,
+                                            with_state=True, dtype=torch.float32),
+                assert_close, torch.float32)
+    finally:
+        torch.set_num_threads(previous)
+
+
 # --------------------------------------------------------------------------------------------------
 # module identity: isinstance, state_dict, repr, parameters, dtype conversion
 # --------------------------------------------------------------------------------------------------

@@ -223,11 +223,11 @@ inline VecOf<T> dot_lanes(const T* a, const T* b, int64_t ldb, int64_t K, int n)
 //    or a few rows. Packed, M=1536 N=512 K=1 took 271 us on one core (each 6-row tile paid its
 //    set-up for one k); row by row it is one pass over C, 60-80 us. Up to K=8 this path was
 //    faster in bench/kernels/gemm_lab.cpp, at K=16 the two were even.
-// One thread: such a step streams B from L2 or L3, and splitting it over two cores measured
-// slower (LSTM H=512 step: 135 us on one thread, 153-162 us on two; the pool's wake-ups cost
-// more than the second core's bandwidth gives).
+// Such a product streams B from L2 or L3: it is split over threads by output columns from
+// 2^kDirectSplitLog2 multiply-adds (the recurrence's direct steps use the same limit).
 constexpr int64_t kDirectRows = 8;
 constexpr int64_t kDirectDepth = 8;
+constexpr int kDirectSplitLog2 = 18;
 
 // The first value of C's row segment [j0, j0 + cols): what the product is added to.
 template <class T>
@@ -236,20 +236,27 @@ inline VecOf<T> initial(const T* c, const T* bias, bool accumulate, int64_t j0, 
   return bias ? load_n(bias + j0, cols) : VecOf<T>(T(0));
 }
 
-// op(B) = B^T (B stored [N,K]), A row-major: dot products of rows.
+// op(B) = B^T (B stored [N,K]), A row-major: dot products of rows; column blocks of W split
+// over the threads.
 template <class T>
 void gemm_direct_dots(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-                      int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* bias) {
+                      int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* bias,
+                      int threads) {
   constexpr int W = VecOf<T>::kWidth;
-  for (int64_t i = 0; i < M; ++i) {
-    T* c = C + i * ldc;
-    for (int64_t j0 = 0; j0 < N; j0 += W) {
-      const int cols = static_cast<int>(imin(W, N - j0));
-      store_n(initial(c, bias, accumulate, j0, cols) +
-                  dot_lanes(A + i * lda, B + j0 * ldb, ldb, K, cols),
-              c + j0, cols);
+  const int64_t blocks = ceil_div(N, W);
+  if (M * N * K < (int64_t{1} << kDirectSplitLog2)) threads = 1;
+  parallel(threads, [&](int tid, int n) {
+    for (int64_t i = 0; i < M; ++i) {
+      T* c = C + i * ldc;
+      for (int64_t blk = blocks * tid / n; blk < blocks * (tid + 1) / n; ++blk) {
+        const int64_t j0 = blk * W;
+        const int cols = static_cast<int>(imin(W, N - j0));
+        store_n(initial(c, bias, accumulate, j0, cols) +
+                    dot_lanes(A + i * lda, B + j0 * ldb, ldb, K, cols),
+                c + j0, cols);
+      }
     }
-  }
+  });
 }
 
 // c[0:N] = init + sum_{k < kb} a[k * a_stride] * B[k][0:N] for kb <= KB, the coefficients
@@ -368,7 +375,7 @@ void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, const T
     return;
   }
   if (M <= kDirectRows && trans_a == Trans::No) {
-    gemm_direct_dots(M, N, K, A, lda, B, ldb, accumulate, C, ldc, bias);
+    gemm_direct_dots(M, N, K, A, lda, B, ldb, accumulate, C, ldc, bias, threads);
     return;
   }
   const int64_t panels = ceil_div(N, Blk::NR);

@@ -140,9 +140,14 @@ class Driver {
   // pool of our own, competing with torch's spinning workers, backward needed 2^21 and forward
   // 2^17. LSTM 100x1x64x128 (2^16 per step), forward+backward: 1.15-1.21x of torch -> 1.34-1.45x
   // (bench/kernels/NOTES.md).
+  // A direct step (weights streamed from L2 or L3, not packed) splits from 2^18 (kDirectSplitLog2,
+  // shared with the step's input projection in gemm): a second core doubles the bandwidth, and
+  // the team's start and the barrier cost a few microseconds. `bench/run.py --modes step`, both
+  // split: LSTM H=512 199-224 -> 116-118 us, GRU 126-134 -> 87-94 us, RNN 62-66 -> 56-57 us; at
+  // H=128 two threads gained nothing.
   int recurrence_threads(bool direct, int threads) const {
-    constexpr int64_t kMinStepMacs = int64_t{1} << 15;
-    return direct || B_ * O_ * GH_ < kMinStepMacs ? 1 : threads;
+    const int64_t min_step_macs = int64_t{1} << (direct ? kDirectSplitLog2 : 15);
+    return B_ * O_ * GH_ < min_step_macs ? 1 : threads;
   }
 
   int64_t max_layer_input() const {
