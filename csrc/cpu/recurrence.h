@@ -131,8 +131,8 @@ class Driver {
 
  private:
   // With a handful of rows in the whole sequence (streaming one step at a time), packing the
-  // weights would cost more than the steps: the recurrence multiplies straight from them, on one
-  // thread, and so does the forward input projection (gemm's own few-row path).
+  // weights would cost more than the steps: the recurrence multiplies straight from them, and so
+  // does the forward input projection (gemm's own few-row path).
   bool direct() const { return N_ <= kDirectRows; }
 
   // Threads for the time loop: one when a step is too small to repay a barrier per step. The
@@ -140,6 +140,7 @@ class Driver {
   // pool of our own, competing with torch's spinning workers, backward needed 2^21 and forward
   // 2^17. LSTM 100x1x64x128 (2^16 per step), forward+backward: 1.15-1.21x of torch -> 1.34-1.45x
   // (bench/kernels/NOTES.md).
+  //
   // A direct step (weights streamed from L2 or L3, not packed) splits from 2^18 (kDirectSplitLog2,
   // shared with the step's input projection in gemm): a second core doubles the bandwidth, and
   // the team's start and the barrier cost a few microseconds. `bench/run.py --modes step`, both
