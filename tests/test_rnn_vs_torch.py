@@ -325,6 +325,19 @@ def test_few_row_products_vs_torch(mode, T, B, dtype, rng, assert_close):
 
 
 @pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "lstm_proj", "gru"])
+@pytest.mark.parametrize("I,H", [(40, 20), (24, 12), (17, 33)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_narrow_products_vs_torch(mode, I, H, dtype, rng, assert_close):
+    """Products narrower than a panel (dW_ih and dX are I wide, dW_hh H wide) run on panels of
+    1, 2 or 3 vectors; 20 rows, so they take the packed path."""
+    torch_cls, extra = MODES[mode]
+    kwargs = dict(extra, dtype=dtype, **(dict(proj_size=H // 2) if mode == "lstm_proj" else {}))
+    ref, mod = make_pair(torch_cls, I, H, **kwargs)
+    compare(ref, mod, lambda: make_case(rng, ref, form="padded", T=5, B=4, batch_first=False,
+                                        with_state=True, dtype=dtype), assert_close, dtype)
+
+
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "lstm_proj", "gru"])
 @pytest.mark.parametrize("T,B", [(1, 1), (4, 2)], ids=["rows1", "rows8"])
 def test_streamed_steps_on_two_threads_vs_torch(mode, T, B, rng, assert_close):
     """Steps of a few rows with H=300 (I=301, P=150): the unpacked products are over 2^18

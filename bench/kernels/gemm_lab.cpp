@@ -159,6 +159,11 @@ int main(int argc, char** argv) {
   run("dW over eight rows", Trans::Yes, Trans::No, 2048, 1024, 8, threads);
   run("dW over nine rows (packed)", Trans::Yes, Trans::No, 2048, 1024, 9, threads);
   run("dX of one row", Trans::No, Trans::No, 1, 512, 1536, threads);
+  // Narrow products (a 32- or 16-wide input's dW_ih and dX): narrower panels.
+  run("dW_ih, 32-wide input", Trans::Yes, Trans::No, 128, 32, 6400, threads);
+  run("dX, 32-wide input", Trans::No, Trans::No, 6400, 32, 128, threads);
+  run("dX, 16-wide input", Trans::No, Trans::No, 6400, 16, 512, threads);
+  run("dX, 40-wide input", Trans::No, Trans::No, 6400, 40, 512, threads);
   run("projection of one row", Trans::No, Trans::Yes, 1, 1536, 512, threads);
   for (int64_t B : {1, 16, 64})
     for (int64_t H : {128, 256, 512})

@@ -333,9 +333,11 @@ inline void direct_rows_tile(int rows, int64_t K, const T* a, int64_t lda, const
   epilogue(acc);
 }
 
-template <class T>
+// Panels of G vectors (the widest that the registers allow by default; gemm() takes narrower
+// ones for narrow products).
+template <class T, int G_ = (kRegisters >= 32 ? 4 : 2)>
 struct GemmBlocking {
-  static constexpr int G = kRegisters >= 32 ? 4 : 2;
+  static constexpr int G = G_;
   static constexpr int64_t NR = G * VecOf<T>::kWidth;
   static constexpr int64_t KC = 256;
   static constexpr int64_t MR = tile_rows<G>();
@@ -343,41 +345,28 @@ struct GemmBlocking {
   static constexpr int64_t kRowsPerBlock = 8 * MR;
 };
 
-// Workspace (elements) that gemm() needs for packing B of an [*, N] product with K rows.
+// Workspace (elements) that gemm() needs for packing B of an [*, N] product with K rows (sized
+// for the widest panels; narrower ones round N up to less).
 template <class T>
 int64_t gemm_pack_elems(int64_t K, int64_t N) {
   using Blk = GemmBlocking<T>;
   return imin(K, Blk::KC) * ceil_div(N, Blk::NR) * Blk::NR;
 }
 
-// C[M,N] = op(A)[M,K] @ op(B)[K,N] + (C when accumulate, else bias[N] broadcast over rows when
-// bias is given, else 0). op(A) = A [M,K] (lda) or, with trans_a, A^T of A stored [K,M];
-// likewise op(B) from B [K,N] or B^T of B stored [N,K]. pack: gemm_pack_elems(K, N) elements of
-// scratch. Without accumulate, C is only written.
-template <class T>
-void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
-          const T* B, int64_t ldb, bool accumulate, T* C, int64_t ldc, T* pack, int threads,
-          const T* bias = nullptr) {
+// The packed path of gemm() (arguments as there; A as a view) with panels of `vectors` <= G
+// vectors: calls with fewer go to the instantiation for that many (as in accumulate_rows).
+template <class T, int G>
+void gemm_packed(int vectors, MatA<T> a, Trans trans_b, int64_t M, int64_t N, int64_t K,
+                 const T* B, int64_t ldb, bool accumulate, T* C, int64_t ldc, T* pack,
+                 int threads, const T* bias) {
+  if constexpr (G > 1) {
+    if (vectors < G)
+      return gemm_packed<T, G - 1>(vectors, a, trans_b, M, N, K, B, ldb, accumulate, C, ldc,
+                                   pack, threads, bias);
+  }
   using V = VecOf<T>;
-  using Blk = GemmBlocking<T>;
+  using Blk = GemmBlocking<T, G>;
   constexpr int W = V::kWidth;
-  if (M <= 0 || N <= 0) return;
-  const MatA<T> a = MatA<T>::of(trans_a, A, lda);
-  if (K <= 0) {  // an empty sum
-    if (!accumulate) {
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = bias ? bias[j] : T(0);
-    }
-    return;
-  }
-  if (trans_b == Trans::No && (K <= kDirectDepth || M <= kDirectRows)) {
-    gemm_direct_combine(M, N, K, a, B, ldb, accumulate, C, ldc, bias);
-    return;
-  }
-  if (M <= kDirectRows && trans_a == Trans::No) {
-    gemm_direct_dots(M, N, K, A, lda, B, ldb, accumulate, C, ldc, bias, threads);
-    return;
-  }
   const int64_t panels = ceil_div(N, Blk::NR);
   // Small products are not worth waking other threads.
   if (M * N * K < 64 * 64 * 64) threads = 1;
@@ -424,6 +413,40 @@ void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, const T
       barrier.wait();  // the next k block repacks B
     }
   });
+}
+
+// C[M,N] = op(A)[M,K] @ op(B)[K,N] + (C when accumulate, else bias[N] broadcast over rows when
+// bias is given, else 0). op(A) = A [M,K] (lda) or, with trans_a, A^T of A stored [K,M];
+// likewise op(B) from B [K,N] or B^T of B stored [N,K]. pack: gemm_pack_elems(K, N) elements of
+// scratch. Without accumulate, C is only written.
+template <class T>
+void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+          const T* B, int64_t ldb, bool accumulate, T* C, int64_t ldc, T* pack, int threads,
+          const T* bias = nullptr) {
+  constexpr int W = VecOf<T>::kWidth;
+  if (M <= 0 || N <= 0) return;
+  const MatA<T> a = MatA<T>::of(trans_a, A, lda);
+  if (K <= 0) {  // an empty sum
+    if (!accumulate) {
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = bias ? bias[j] : T(0);
+    }
+    return;
+  }
+  if (trans_b == Trans::No && (K <= kDirectDepth || M <= kDirectRows)) {
+    gemm_direct_combine(M, N, K, a, B, ldb, accumulate, C, ldc, bias);
+    return;
+  }
+  if (M <= kDirectRows && trans_a == Trans::No) {
+    gemm_direct_dots(M, N, K, A, lda, B, ldb, accumulate, C, ldc, bias, threads);
+    return;
+  }
+  // A product narrower than a panel runs on panels of just enough vectors: a tile's columns past
+  // N are padding (N=32, the dW_ih and dX of a 32-wide input, filled half of each 64-column
+  // AVX-512 tile; bench/kernels/gemm_lab.cpp: 46-52 -> 97-106 GFLOP/s, N=16 25 -> 91-98).
+  const int vectors = static_cast<int>(imin(GemmBlocking<T>::G, ceil_div(N, W)));
+  gemm_packed<T, GemmBlocking<T>::G>(vectors, a, trans_b, M, N, K, B, ldb, accumulate, C, ldc,
+                                     pack, threads, bias);
 }
 
 }  // namespace fastrnn::cpu::FASTRNN_ISA
