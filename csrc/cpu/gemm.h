@@ -443,7 +443,7 @@ void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, const T
   }
   // A product narrower than a panel runs on panels of just enough vectors: a tile's columns past
   // N are padding (N=32, the dW_ih and dX of a 32-wide input, filled half of each 64-column
-  // AVX-512 tile; bench/kernels/gemm_lab.cpp: 46-52 -> 97-106 GFLOP/s, N=16 25 -> 91-98).
+  // AVX-512 tile; bench/kernels/gemm_lab.cpp: 46-52 -> 93-106 GFLOP/s, N=16 25 -> 78-98).
   const int vectors = static_cast<int>(imin(GemmBlocking<T>::G, ceil_div(N, W)));
   gemm_packed<T, GemmBlocking<T>::G>(vectors, a, trans_b, M, N, K, B, ldb, accumulate, C, ldc,
                                      pack, threads, bias);
