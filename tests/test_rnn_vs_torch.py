@@ -309,7 +309,20 @@ def test_forward_backward_vs_torch(cfg, rng, assert_close):
     run_grid_case(cfg, rng, assert_close)
 
 
-@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "lstm_proj", "gru"])
+SIZED_MODES = ["rnn_tanh", "lstm", "lstm_proj", "gru"]
+
+
+def compare_at_sizes(mode, I, H, P, T, B, dtype, rng, assert_close):
+    """torch's module and fastrnn's at given sizes (P: proj_size for lstm_proj), padded input
+    with initial state, compared like the grid."""
+    torch_cls, extra = MODES[mode]
+    kwargs = dict(extra, dtype=dtype, **(dict(proj_size=P) if mode == "lstm_proj" else {}))
+    ref, mod = make_pair(torch_cls, I, H, **kwargs)
+    compare(ref, mod, lambda: make_case(rng, ref, form="padded", T=T, B=B, batch_first=False,
+                                        with_state=True, dtype=dtype), assert_close, dtype)
+
+
+@pytest.mark.parametrize("mode", SIZED_MODES)
 @pytest.mark.parametrize("T,B", [(1, 1), (2, 4), (3, 3), (1, 16)], ids=["rows1", "rows8", "rows9", "rows16"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_few_row_products_vs_torch(mode, T, B, dtype, rng, assert_close):
@@ -317,40 +330,27 @@ def test_few_row_products_vs_torch(mode, T, B, dtype, rng, assert_close):
     weight gradients over at most 8 rows) and the packed one on either side of their limits,
     with widths of several vectors plus a tail (I=133, H=70, P=37), which the small sizes of the
     grid never reach."""
-    torch_cls, extra = MODES[mode]
-    kwargs = dict(extra, dtype=dtype, **(dict(proj_size=37) if mode == "lstm_proj" else {}))
-    ref, mod = make_pair(torch_cls, 133, 70, **kwargs)
-    compare(ref, mod, lambda: make_case(rng, ref, form="padded", T=T, B=B, batch_first=False,
-                                        with_state=True, dtype=dtype), assert_close, dtype)
+    compare_at_sizes(mode, 133, 70, 37, T, B, dtype, rng, assert_close)
 
 
-@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "lstm_proj", "gru"])
+@pytest.mark.parametrize("mode", SIZED_MODES)
 @pytest.mark.parametrize("I,H", [(40, 20), (24, 12), (17, 33)])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_narrow_products_vs_torch(mode, I, H, dtype, rng, assert_close):
     """Products narrower than a panel (dW_ih and dX are I wide, dW_hh H wide) run on panels of
     1, 2 or 3 vectors; 20 rows, so they take the packed path."""
-    torch_cls, extra = MODES[mode]
-    kwargs = dict(extra, dtype=dtype, **(dict(proj_size=H // 2) if mode == "lstm_proj" else {}))
-    ref, mod = make_pair(torch_cls, I, H, **kwargs)
-    compare(ref, mod, lambda: make_case(rng, ref, form="padded", T=5, B=4, batch_first=False,
-                                        with_state=True, dtype=dtype), assert_close, dtype)
+    compare_at_sizes(mode, I, H, H // 2, 5, 4, dtype, rng, assert_close)
 
 
-@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "lstm_proj", "gru"])
+@pytest.mark.parametrize("mode", SIZED_MODES)
 @pytest.mark.parametrize("T,B", [(1, 1), (4, 2)], ids=["rows1", "rows8"])
 def test_streamed_steps_on_two_threads_vs_torch(mode, T, B, rng, assert_close):
     """Steps of a few rows with H=300 (I=301, P=150): the unpacked products are over 2^18
     multiply-adds, so they are split over two threads by output columns."""
-    torch_cls, extra = MODES[mode]
-    kwargs = dict(extra, **(dict(proj_size=150) if mode == "lstm_proj" else {}))
-    ref, mod = make_pair(torch_cls, 301, 300, **kwargs)
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        compare(ref, mod, lambda: make_case(rng, ref, form="padded", T=T, B=B, batch_first=False,
-                                            with_state=True, dtype=torch.float32),
-                assert_close, torch.float32)
+        compare_at_sizes(mode, 301, 300, 150, T, B, torch.float32, rng, assert_close)
     finally:
         torch.set_num_threads(previous)
 

@@ -223,8 +223,9 @@ inline VecOf<T> dot_lanes(const T* a, const T* b, int64_t ldb, int64_t K, int n)
 //    or a few rows. Packed, M=1536 N=512 K=1 took 271 us on one core (each 6-row tile paid its
 //    set-up for one k); row by row it is one pass over C, 60-80 us. Up to K=8 this path was
 //    faster in bench/kernels/gemm_lab.cpp, at K=16 the two were even.
-// Such a product streams B from L2 or L3: it is split over threads by output columns from
-// 2^kDirectSplitLog2 multiply-adds (the recurrence's direct steps use the same limit).
+// The dot path streams B from L2 or L3: it is split over threads by output columns from
+// 2^kDirectSplitLog2 multiply-adds (the recurrence's direct steps use the same limit). The
+// combine path runs on one thread (a pass over C that was not measured on two).
 constexpr int64_t kDirectRows = 8;
 constexpr int64_t kDirectDepth = 8;
 constexpr int kDirectSplitLog2 = 18;
