@@ -24,6 +24,10 @@ PYBIND11_MODULE(_C, m) {
       .value("RNN_RELU", CellKind::RnnRelu)
       .value("LSTM", CellKind::Lstm)
       .value("GRU", CellKind::Gru);
+  py::enum_<Pass>(m, "Pass")
+      .value("Forward", Pass::Forward)
+      .value("Inference", Pass::Inference)
+      .value("Backward", Pass::Backward);
   py::enum_<DType>(m, "DType").value("float32", DType::Float32).value("float64", DType::Float64);
   bind_ctc(m);
 
@@ -42,9 +46,7 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("total_rows", &RnnDesc::total_rows)
       .def_property_readonly("reserve_elems_per_row",
                              [](const RnnDesc& d) { return reserve_elems_per_row(d); })
-      .def("workspace_elems", [](const RnnDesc& d, bool backward, DType dtype) {
-        return workspace_elems(d, backward ? Pass::Backward : Pass::Forward, dtype);
-      });
+      .def("workspace_elems", &workspace_elems, py::arg("pass_"), py::arg("dtype"));
 
   m.def("cpu_isa", [] { return cpu::isa_name(cpu::active_isa()); },
         "Instruction set the CPU kernels run with (generic, avx2 or avx512)");

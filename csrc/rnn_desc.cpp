@@ -140,7 +140,7 @@ void check_inputs(const RnnDesc& desc, const RnnForwardArgs& a) {
   FASTRNN_CHECK(a.masks.empty() || static_cast<int64_t>(a.masks.size()) == desc.num_layers - 1,
                 "dropout masks: expected none or num_layers - 1");
   for (const void* m : a.masks) FASTRNN_CHECK(m != nullptr || desc.total_rows() == 0, "null mask");
-  FASTRNN_CHECK(desc.total_rows() == 0 || (a.x && a.reserve), "null x or reserve");
+  FASTRNN_CHECK(desc.total_rows() == 0 || a.x, "null x");
   FASTRNN_CHECK(desc.offsets.size() == static_cast<size_t>(desc.seq_len) + 1,
                 "descriptor not finalized");
 }
@@ -157,6 +157,7 @@ void check_forward_args(const RnnDesc& desc, const RnnForwardArgs& args, bool ne
 
 void check_backward_args(const RnnDesc& desc, const RnnBackwardArgs& args, bool needs_workspace) {
   check_inputs(desc, args.fwd);
+  FASTRNN_CHECK(desc.total_rows() == 0 || args.fwd.reserve, "null reserve");
   FASTRNN_CHECK(args.dweights.size() == args.fwd.weights.size(),
                 "wrong number of weight-gradient pointers");
   for (const void* w : args.dweights) FASTRNN_CHECK(w != nullptr, "null weight-gradient pointer");

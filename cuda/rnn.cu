@@ -530,6 +530,7 @@ int64_t workspace_elems_cuda(const RnnDesc& desc, Pass pass, DType dtype) {
 void rnn_forward_cuda(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args, int device,
                       cudaStream_t stream) {
   check_forward_args(desc, args, workspace_elems_cuda(desc, Pass::Forward, dtype) > 0);
+  FASTRNN_CHECK(desc.total_rows() == 0 || args.reserve, "null reserve (no inference mode on CUDA)");
   cuda::DeviceGuard guard(device);
   with_types(desc, dtype, [&](auto tag) {
     typename decltype(tag)::type(desc, device, stream).forward(args);

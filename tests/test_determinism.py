@@ -113,3 +113,36 @@ def test_dropout_bitwise_with_the_same_seed_across_threads():
         return [out.detach(), h.detach()] + list(grads)
 
     assert_bitwise_equal([run_with_threads(n, run) for n in THREAD_COUNTS])
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("T_steps,batch,form", [
+    (2, 3, "padded"),    # 6 rows: direct mode, every row projected at once
+    (13, 3, "packed"),   # one chunk of steps holds the whole sequence
+    (13, 16, "padded"),  # chunks of 4 steps, the last one short
+    (13, 16, "packed"),  # ... with rows that end inside a chunk
+    (5, 70, "padded"),   # one step per chunk
+], ids=["direct", "one_chunk", "chunks", "chunks_packed", "step_chunks"])
+def test_inference_pass_bitwise_equal_to_training_forward(mode, T_steps, batch, form):
+    """Without autograd the CPU core runs its inference pass: input projections chunk by chunk
+    into scratch, no reserve. Its outputs must be the training forward's bits, at 1 and 2
+    threads: 3 layers (the layer outputs alternate between two buffers), both directions,
+    dropout between layers (the same seed gives the same masks)."""
+    cls, extra = MODES[mode]
+    module = cls(I, H, num_layers=3, bidirectional=True, dropout=0.25, **extra)
+    x = torch.randn(T_steps, batch, I)
+    lengths = torch.randint(1, T_steps + 1, (batch,))
+    lengths[0] = T_steps
+
+    def run(grad):
+        torch.manual_seed(7)
+        inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if form == "packed" else x
+        with torch.set_grad_enabled(grad):
+            out, state = module(inp)
+        out = out.data if form == "packed" else out
+        return [t.detach() for t in [out, *(state if isinstance(state, tuple) else [state])]]
+
+    for threads in (1, 2):
+        training = run_with_threads(threads, lambda: run(True))
+        inference = run_with_threads(threads, lambda: run(False))
+        assert_bitwise_equal([training, inference])

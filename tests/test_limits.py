@@ -80,15 +80,16 @@ def test_row_counts_past_2_31_are_exact(cell):
     assert packed.total_rows == sum(sizes) > 2**31
 
 
-@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("pass_", [_C.Pass.Forward, _C.Pass.Inference, _C.Pass.Backward],
+                         ids=str)
 @pytest.mark.parametrize("dtype", [_C.DType.float32, _C.DType.float64], ids=str)
 @pytest.mark.parametrize("cell", CELLS, ids=str)
-def test_workspace_size_is_exact_past_2_31(cell, dtype, backward):
+def test_workspace_size_is_exact_past_2_31(cell, dtype, pass_):
     """The workspace is an affine function of the number of rows N once N exceeds the GEMM block
     sizes, so its size at N = 2^33 + 7 must be exactly what the slope measured at small N
     predicts: a 32-bit product anywhere in the size computation would break that."""
     def ws(rows):  # one step of `rows` sequences (many steps would need a T-entry offset table)
-        return _desc(cell, seq_len=1, batch=rows).workspace_elems(backward, dtype)
+        return _desc(cell, seq_len=1, batch=rows).workspace_elems(pass_, dtype)
     small = 10_000
     slope = ws(small + 1) - ws(small)
     assert slope > 0
@@ -116,7 +117,8 @@ def test_sizes_that_would_overflow_int64_are_refused(sizes):
 def test_unallocatable_reserve_is_a_clear_error():
     """An LSTM with a projection keeps its weights small while every row of the reserve needs
     about 12.6M values: 2^24 rows need 2^49.6 bytes, beyond any address space. torch's allocator
-    refuses (RuntimeError) before anything is written, and the module still works afterwards."""
+    refuses (RuntimeError) before anything is written, and the module still works afterwards.
+    Under autograd: inference (no_grad) keeps no reserve."""
     hidden = 2**20
     module = fastrnn.LSTM(1, hidden, proj_size=1, bidirectional=True)
     per_row = _C.RnnDesc(cell=_C.CellKind.LSTM, num_layers=1, num_directions=2, input_size=1,
@@ -125,7 +127,7 @@ def test_unallocatable_reserve_is_a_clear_error():
     rows = 2**24
     assert rows * per_row * 4 > 2**48  # bytes: more than a 48-bit address space holds
     x = torch.empty(rows, 1, 1)  # never read: the reserve's allocation fails first
-    with torch.no_grad(), pytest.raises((RuntimeError, MemoryError), match="(?i)alloc|memory"):
+    with pytest.raises((RuntimeError, MemoryError), match="(?i)alloc|memory"):
         module(x)
     with torch.no_grad():
         out, _ = module(torch.randn(3, 2, 1))

@@ -28,10 +28,10 @@ def native_call(module, x, state):
     T, B, N, H, O, D = sizes
     out, hy = x.new_empty(T, B, O), x.new_empty(1, B, O)
     cy = x.new_empty(1, B, H) if cell == "LSTM" else x.new_empty(0)
-    scratch, (reserve, workspace) = _ops._scratch(
-        x, dtype, (N * native.reserve_per_row, native.workspace_elems(False)))
+    scratch, (workspace,) = _ops._scratch(
+        x, dtype, (native.workspace_elems(_ops._C.Pass.Inference),))
     addresses = (_ops._ptr(x), [_ops._ptr(w) for w in weights], _ops._ptr(hx), _ops._ptr(cx), [],
-                 _ops._ptr(out), _ops._ptr(hy), _ops._ptr(cy), reserve, workspace)
+                 _ops._ptr(out), _ops._ptr(hy), _ops._ptr(cy), 0, workspace)
     # The addresses are plain ints: the tensors behind them must outlive the timing.
     keep_alive = (x, weights, hx, cx, out, hy, cy, scratch)
     return lambda: native.forward(context, *addresses), keep_alive

@@ -2,13 +2,17 @@
 // forward and backprop-through-time.
 //
 // Per layer and direction:
-//   forward   Xg = X_l W_ih^T + b_ih for all rows at once (one GEMM into the reserve's gate block);
-//             then, per step, every thread owns a slice of hidden units (all gates of each unit)
-//             and computes h_{t-1} W_hh^T for its slice from a packed copy of W_hh that stays in
-//             its cache for the whole sequence, with the cell's pointwise math fused into the
-//             product's epilogue (which overwrites Xg in place with what backward needs); a spin
-//             barrier separates steps. With a projection (LSTM proj_size) a second phase computes
-//             r_t = h_t W_hr^T split by output columns.
+//   forward   every thread owns a slice of hidden units (all gates of each unit). Chunk by chunk
+//             of a few steps (~kChunkRows rows), it projects the chunk's inputs for its slice,
+//             Xg = X W_ih^T + b_ih into the gate block, so that the block is still in its cache
+//             when the steps read it. Then, per step, it computes h_{t-1} W_hh^T for its slice
+//             from a packed copy of W_hh that stays in its cache for the whole sequence, with the
+//             cell's pointwise math fused into the product's epilogue (which overwrites Xg in
+//             place with what backward needs); a spin barrier separates steps. With a projection
+//             (LSTM proj_size) a second phase computes r_t = h_t W_hr^T split by output columns.
+//             Training writes the gate block into the reserve; inference (no reserve) into
+//             scratch for one chunk, reused, and keeps nothing else.
+//             Direct mode (a handful of rows, see direct()) projects all rows at once instead.
 //   backward  the same, in reverse: the cell's backward per unit slice, then dh_{t-1} = dG W_hh split
 //             by output columns; finally whole-sequence GEMMs for dW_ih, dW_hh, dW_hr and dX.
 // States: h travels between steps through a double buffer [2][B][O] (every thread reads all of
@@ -93,18 +97,30 @@ class Driver {
     return count.used;
   }
 
+  // Training when a.reserve is set, else inference (see RnnForwardArgs).
   void forward(const RnnForwardArgs& a) {
     T* reserve = static_cast<T*>(a.reserve);
     Carve<T> ws{static_cast<T*>(a.workspace)};
-    const Buffers buf = carve(ws, Pass::Forward);
+    const Buffers buf = carve(ws, reserve ? Pass::Forward : Pass::Inference);
     for (int64_t l = 0; l < L_; ++l) {
-      const T* x_l = layer_input(a, reserve, buf.masked, l);
-      T* y_l = reserve + layout_.layer_out(N_, l);
+      T* y_l = reserve ? reserve + layout_.layer_out(N_, l)
+                       : (l == L_ - 1 ? static_cast<T*>(a.y) : buf.layer_out[l % 2]);
+      const T* x_l = l == 0 ? static_cast<const T*>(a.x)
+                            : layer_input(a, reserve ? reserve + layout_.layer_out(N_, l - 1)
+                                                     : buf.layer_out[(l - 1) % 2],
+                                          buf.masked, l);
       for_each_direction([&](int64_t d, int threads) {
-        forward_layer_direction(a, l, d, x_l, y_l, reserve, buf.dir[d], threads);
+        const SavedRows saved = reserve ? SavedRows{reserve + layout_.gates(N_, l, d),
+                                                    reserve + layout_.cell(N_, l, d),
+                                                    reserve + layout_.hh(N_, l, d), false}
+                                        : SavedRows{buf.dir[d].gates, nullptr, buf.dir[d].hh,
+                                                    !direct()};
+        forward_layer_direction(a, l, d, x_l, y_l, saved, buf.dir[d], threads);
       });
     }
-    copy_n(reserve + layout_.layer_out(N_, L_ - 1), N_ * D_ * O_, static_cast<T*>(a.y));
+    if (reserve) {
+      copy_n(reserve + layout_.layer_out(N_, L_ - 1), N_ * D_ * O_, static_cast<T*>(a.y));
+    }
   }
 
   void backward(const RnnBackwardArgs& a) {
@@ -115,7 +131,8 @@ class Driver {
 
     const T* dy_l = static_cast<const T*>(a.dy);
     for (int64_t l = L_ - 1; l >= 0; --l) {
-      const T* x_l = layer_input(f, reserve, buf.masked, l);
+      const T* x_l = l == 0 ? static_cast<const T*>(f.x)
+                            : layer_input(f, reserve + layout_.layer_out(N_, l - 1), buf.masked, l);
       T* dx_l = l == 0 ? static_cast<T*>(a.dx) : buf.dy_next[l % 2];
       for (int64_t d = 0; d < D_; ++d) {
         backward_recurrence(a, l, d, dy_l, reserve, buf.dir[0], threads_);
@@ -134,6 +151,13 @@ class Driver {
   // weights would cost more than the steps: the recurrence multiplies straight from them, and so
   // does the forward input projection (gemm's own few-row path).
   bool direct() const { return N_ <= kDirectRows; }
+
+  // Steps per chunk of the forward's input projection: about kChunkRows rows, so that a
+  // thread's projection tiles are full and the chunk's gate rows stay in its L2.
+  static constexpr int64_t kChunkRows = 64;
+  int64_t chunk_steps() const { return B_ >= kChunkRows || B_ < 1 ? 1 : ceil_div(kChunkRows, B_); }
+  // Rows of the gate block inference keeps: one chunk, or every row in direct mode.
+  int64_t inference_rows() const { return direct() ? N_ : imin(N_, chunk_steps() * B_); }
 
   // Threads for the time loop: one when a step is too small to repay a barrier per step. The
   // same limit in both passes since the jobs run on torch's OpenMP team (cpu/threads.h); on a
@@ -163,10 +187,15 @@ class Driver {
   // Scratch of one direction's recurrence (forward: two sets when D = 2, so that the directions
   // can run at the same time on different cores).
   struct DirectionBuffers {
-    T* pack;    // GEMM packing scratch
+    T* pack;    // GEMM packing scratch (backward)
+    T* w_in;    // packed input weights (forward, packed mode)
     T* w_rec;   // packed recurrent weights
     T* w_proj;  // packed projection weights
     T* states;  // [2][B][O] double-buffered h (forward) or dh (backward)
+    // Inference only (no reserve): [inference_rows(), S*H] gate rows, [inference_rows(), H]
+    // pre-projection h (P > 0).
+    T* gates;
+    T* hh;
     // Backward only:
     T* h_prev;  // [N, O] the h each row's step started from
     T* c_prev;  // [N, H] (LSTM)
@@ -175,19 +204,32 @@ class Driver {
     T* dr;      // [N, P] gradient of the projected output (P > 0)
   };
   struct Buffers {
-    T* masked;      // [N, D*O] the previous layer's output times its dropout mask (L > 1)
-    T* dy_next[2];  // [N, D*O] each: gradient flowing to the layer below (backward, L > 1)
+    T* masked;        // [N, D*O] the previous layer's output times its dropout mask (L > 1)
+    T* dy_next[2];    // [N, D*O] each: gradient flowing to the layer below (backward, L > 1)
+    T* layer_out[2];  // [N, D*O] each: outputs of layers below the last (inference, L > 1)
     DirectionBuffers dir[2];
+  };
+
+  // Where one (layer, direction)'s forward writes what backward needs: blocks of the reserve,
+  // with rows indexed from the sequence's first (training); or one chunk's rows of scratch,
+  // indexed from the chunk's first (per_chunk, inference), with no cells kept.
+  struct SavedRows {
+    T* gates;  // [rows, S*H]
+    T* cells;  // [rows, H] (LSTM) or null
+    T* hh;     // [rows, H] (P > 0)
+    bool per_chunk;
   };
 
   // The workspace of each pass, carved in one place (also used, with a null base, to size it).
   Buffers carve(Carve<T>& ws, Pass pass) const {
-    const bool bwd = pass == Pass::Backward;
+    const bool bwd = pass == Pass::Backward, inference = pass == Pass::Inference;
     const int64_t masked = L_ > 1 ? N_ * D_ * O_ : 0;
     Buffers buf{};
     buf.masked = ws.take(masked);
     buf.dy_next[0] = ws.take(bwd ? masked : 0);
     buf.dy_next[1] = ws.take(bwd ? masked : 0);
+    buf.layer_out[0] = ws.take(inference ? masked : 0);
+    buf.layer_out[1] = ws.take(inference && L_ > 2 ? masked : 0);
     for (int64_t d = 0; d < (bwd ? 1 : D_); ++d) {
       DirectionBuffers& b = buf.dir[d];
       if (bwd) {
@@ -201,11 +243,13 @@ class Driver {
         b.dgh = Cell::kDirectHPath ? ws.take(N_ * GH_) : b.dgi;
         b.dr = ws.take(N_ * P_);
       } else if (!direct()) {  // direct mode multiplies straight from the weights
-        b.pack = ws.take(gemm_pack_elems<T>(max_layer_input(), GH_));
+        b.w_in = ws.take(unit_blocks_ * max_layer_input() * G * W);
         b.w_rec = ws.take(unit_blocks_ * O_ * G * W);
         b.w_proj = ws.take(P_ > 0 ? out_blocks_ * H_ * W : 0);
       }
       b.states = ws.take(2 * B_ * O_);
+      b.gates = ws.take(inference ? inference_rows() * S * H_ : 0);
+      b.hh = ws.take(inference && P_ > 0 ? inference_rows() * H_ : 0);
     }
     return buf;
   }
@@ -228,10 +272,8 @@ class Driver {
     return LayerWeights<T>(layer_weight_ptrs(desc_, flat, l, d));
   }
 
-  // Input of layer l: x, or the previous layer's output with its dropout mask applied.
-  const T* layer_input(const RnnForwardArgs& a, const T* reserve, T* masked, int64_t l) const {
-    if (l == 0) return static_cast<const T*>(a.x);
-    const T* prev = reserve + layout_.layer_out(N_, l - 1);
+  // Input of layer l > 0: the previous layer's output `prev`, with its dropout mask applied.
+  const T* layer_input(const RnnForwardArgs& a, const T* prev, T* masked, int64_t l) const {
     if (a.masks.empty()) return prev;
     const T* mask = static_cast<const T*>(a.masks[l - 1]);
     for (int64_t i = 0; i < N_ * D_ * O_; ++i) masked[i] = prev[i] * mask[i];
@@ -240,21 +282,6 @@ class Driver {
 
   static V load(const T* p, int n) { return load_n(p, n); }
   static void store(V v, T* p, int n) { store_n(v, p, n); }
-
-  // Asks for the gate block's lines that a tile's epilogue reads and overwrites (S segments of
-  // nj columns, H apart, in each of `rows` rows, ld apart), before the tile's product runs. The
-  // input projection wrote the whole block long before, so at B >= 16 those lines come from L3
-  // or memory: in perf, the epilogue's first load of them held a fifth of its samples (LSTM
-  // 100x16x256x256); asked for early, the recurrence at B=16 ran 2-8% faster on one thread.
-  void prefetch_gate_rows(const T* first, int64_t ld, int rows, int nj) const {
-    for (int r = 0; r < rows; ++r) {
-      for (int k = 0; k < S; ++k) {
-        const T* segment = first + r * ld + k * H_;
-        __builtin_prefetch(segment, 1);
-        __builtin_prefetch(segment + nj - 1, 1);
-      }
-    }
-  }
 
   // Packs W [G*H, K] (gate blocks of H rows) for unit blocks [u0, u1): block u is [K][G][W] with
   // element (k, g, lane) = W[g*H + u*W + lane][k], zero past H.
@@ -295,47 +322,84 @@ class Driver {
     for (int64_t b = bs; b < B_ && nc > 0; ++b) copy_n(cur + b * O_ + c0, nc, next + b * O_ + c0);
   }
 
+  // Rows [first, first + count) of the steps a chunk of the walk covers: steps [s0, s1) in
+  // processing order (time reversed for d = 1) are consecutive in time, so their rows are too.
+  void chunk_rows(int64_t s0, int64_t s1, bool reverse, int64_t& first, int64_t& count) const {
+    const int64_t t0 = reverse ? desc_.seq_len - s1 : s0, t1 = reverse ? desc_.seq_len - s0 : s1;
+    first = desc_.offset_at(t0);
+    count = desc_.offset_at(t1) - first;
+  }
+
+  // Xg = X W_ih^T + b_ih for `count` rows and unit blocks [u0, u1) (all gates), from the packed
+  // input weights, into the first G*H columns of the given gate rows.
+  void project_inputs(const T* x_rows, int64_t in_l, int64_t count, int64_t u0, int64_t u1,
+                      const T* w_in, const T* b_ih, T* gate_rows) const {
+    constexpr int MR = tile_rows<G>();
+    const int64_t SH = S * H_;
+    for_each_tile<MR>(u0, u1, H_, count, [&](int64_t u, int64_t j0, int nj, int64_t r0, int rows) {
+      tile<G>(rows, in_l, MatA<T>{x_rows + r0 * in_l, in_l, 1}, w_in + u * in_l * G * W,
+              [&](V(&acc)[MR][G]) {
+                for (int r = 0; r < rows; ++r) {
+                  T* srow = gate_rows + (r0 + r) * SH;
+                  for (int g = 0; g < G; ++g) {
+                    V v = acc[r][g];
+                    if (b_ih) v += load(b_ih + g * H_ + j0, nj);
+                    store(v, srow + g * H_ + j0, nj);
+                  }
+                }
+              });
+    });
+  }
+
   void forward_layer_direction(const RnnForwardArgs& a, int64_t l, int64_t d, const T* x_l,
-                               T* y_l, T* reserve, const DirectionBuffers& buf,
+                               T* y_l, const SavedRows& saved, const DirectionBuffers& buf,
                                int threads_here) const {
     const LayerWeights<T> w = layer_weights(a.weights, l, d);
     const int64_t in_l = desc_.layer_input_size(l), SH = S * H_, ldy = D_ * O_;
     const int64_t state = l * D_ + d;
-    T* gates = reserve + layout_.gates(N_, l, d);
-    T* cells = reserve + layout_.cell(N_, l, d);
-    T* hh = reserve + layout_.hh(N_, l, d);
     T* c_run = Cell::kHasCell ? static_cast<T*>(a.cy) + state * B_ * H_ : nullptr;
     init_state(a.h0, state * B_ * O_, B_ * O_, buf.states);
     if (Cell::kHasCell) init_state(a.c0, state * B_ * H_, B_ * H_, c_run);
 
-    // Input projection for every row at once, into the first G*H columns of the gate block.
-    gemm(Trans::No, Trans::Yes, N_, GH_, in_l, x_l, in_l, w.w_ih, in_l, false, gates, SH,
-         buf.pack, threads_here, w.b_ih);
-
     const bool reverse = d == 1;
     const bool direct = this->direct();
+    if (direct) {  // every row's projection at once (gemm's few-row path)
+      gemm(Trans::No, Trans::Yes, N_, GH_, in_l, x_l, in_l, w.w_ih, in_l, false, saved.gates, SH,
+           static_cast<T*>(nullptr), threads_here, w.b_ih);
+    }
+    const int64_t chunk = chunk_steps();
     const int threads = recurrence_threads(direct, threads_here);
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
       const int64_t q0 = out_blocks_ * tid / n, q1 = out_blocks_ * (tid + 1) / n;
       if (!direct) {
+        pack_units(w.w_ih, in_l, u0, u1, buf.w_in);
         pack_units(w.w_hh, O_, u0, u1, buf.w_rec);
         if (P_ > 0) pack_panels<1>(Trans::Yes, w.w_hr, H_, 0, H_, P_, q0, q1, buf.w_proj);
       }
+      // Row r of the sequence is row r - base of saved.gates and saved.hh.
+      int64_t base = 0;
       constexpr int MR = tile_rows<G>();
       for (int64_t s = 0; s < desc_.seq_len; ++s) {
         const int64_t t = reverse ? desc_.seq_len - 1 - s : s;
         const int64_t bs = desc_.rows_at(t), off = desc_.offset_at(t);
         const T* cur = buf.states + (s % 2) * B_ * O_;
         T* next = buf.states + ((s + 1) % 2) * B_ * O_;
+        if (!direct && s % chunk == 0) {  // this thread's gate columns only: no barrier needed
+          int64_t first, count;
+          chunk_rows(s, imin(s + chunk, desc_.seq_len), reverse, first, count);
+          if (saved.per_chunk) base = first;
+          project_inputs(x_l + first * in_l, in_l, count, u0, u1, buf.w_in, w.b_ih,
+                         saved.gates + (first - base) * SH);
+        }
         barrier.wait();  // h_{t-1} complete (and, at s = 0, the packed weights)
         for_each_tile<MR>(u0, u1, H_, bs, [&](int64_t u, int64_t j0, int nj, int64_t r0, int rows) {
           auto cell_epilogue = [&](V(&acc)[MR][G]) {
             for (int r = 0; r < rows; ++r) {
               const int64_t b = r0 + r, row = off + b;
-              T* srow = gates + row * SH;
-              V xp[G], hp[G], saved[S];
+              T* srow = saved.gates + (row - base) * SH;
+              V xp[G], hp[G], out[S];
               for (int g = 0; g < G; ++g) {
                 xp[g] = load(srow + g * H_ + j0, nj);
                 hp[g] = acc[r][g];
@@ -344,21 +408,20 @@ class Driver {
               const V h_prev = Cell::kDirectHPath ? load(cur + b * O_ + j0, nj) : V(T(0));
               const V c_prev = Cell::kHasCell ? load(c_run + b * H_ + j0, nj) : V(T(0));
               V c(T(0)), h;
-              Cell::forward(xp, hp, h_prev, c_prev, saved, c, h);
-              for (int k = 0; k < S; ++k) store(saved[k], srow + k * H_ + j0, nj);
+              Cell::forward(xp, hp, h_prev, c_prev, out, c, h);
+              for (int k = 0; k < S; ++k) store(out[k], srow + k * H_ + j0, nj);
               if (Cell::kHasCell) {
                 store(c, c_run + b * H_ + j0, nj);
-                store(c, cells + row * H_ + j0, nj);
+                if (saved.cells) store(c, saved.cells + row * H_ + j0, nj);
               }
               if (P_ > 0) {
-                store(h, hh + row * H_ + j0, nj);
+                store(h, saved.hh + (row - base) * H_ + j0, nj);
               } else {
                 store(h, next + b * O_ + j0, nj);
                 store(h, y_l + row * ldy + d * O_ + j0, nj);
               }
             }
           };
-          prefetch_gate_rows(gates + (off + r0) * SH + j0, SH, rows, nj);
           if (direct) {
             direct_tile<G>(rows, O_, cur + r0 * O_, O_, w.w_hh, H_, j0, nj, cell_epilogue);
           } else {
@@ -369,8 +432,8 @@ class Driver {
         if (P_ == 0) carry(cur, next, bs, u0, u1);
         if (P_ > 0) {
           barrier.wait();  // h_t of every unit is in hh
-          project_step(hh + off * H_, bs, q0, q1, direct ? nullptr : buf.w_proj, w.w_hr,
-                       y_l + off * ldy + d * O_, ldy, cur, next);
+          project_step(saved.hh + (off - base) * H_, bs, q0, q1, direct ? nullptr : buf.w_proj,
+                       w.w_hr, y_l + off * ldy + d * O_, ldy, cur, next);
         }
       }
     });

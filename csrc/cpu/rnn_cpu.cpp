@@ -9,7 +9,8 @@ int64_t workspace_elems(const RnnDesc& desc, Pass pass, DType dtype) {
 }
 
 void rnn_forward_cpu(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args, int threads) {
-  check_forward_args(desc, args, workspace_elems(desc, Pass::Forward, dtype) > 0);
+  const Pass pass = args.reserve ? Pass::Forward : Pass::Inference;
+  check_forward_args(desc, args, workspace_elems(desc, pass, dtype) > 0);
   cpu::rnn_kernels().forward(desc, dtype, args, threads);
 }
 

@@ -102,13 +102,14 @@ class _Native:
             self.head = (self.desc, native)
         self._workspace = {}
 
-    def workspace_elems(self, backward: bool) -> int:
-        elems = self._workspace.get(backward)
+    def workspace_elems(self, pass_: "_C.Pass") -> int:
+        """Workspace of a pass; the CUDA core has no inference pass (it always keeps a reserve)."""
+        elems = self._workspace.get(pass_)
         if elems is None:
             desc, dtype = self.head
-            elems = self._workspace[backward] = (
-                desc.workspace_elems(backward, dtype) if self.module is _C
-                else self.module.rnn_workspace_elems(desc, backward, dtype))
+            elems = self._workspace[pass_] = (
+                desc.workspace_elems(pass_, dtype) if self.module is _C
+                else self.module.rnn_workspace_elems(desc, pass_ == _C.Pass.Backward, dtype))
         return elems
 
     def forward(self, context, *addresses) -> None:
@@ -204,7 +205,8 @@ def _forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opt
     weights: torch's flat weight list; hx [L*D, B, O] or None (zeros, padded input only);
     cx [L*D, B, H] or None (LSTM); dropout_masks: none or L-1 masks shaped like the output.
     output [T, B, D*O] or [N, D*O]; cy is empty unless LSTM; reserve is what backward needs, or
-    None without keep_reserve (it then lives in scratch memory for the call only).
+    None without keep_reserve: the CPU core then runs its inference pass, which needs scratch for
+    a few steps instead of a reserve; the CUDA core writes a reserve into scratch memory.
     """
     out_dtype = input.dtype
     native, context, (T, B, N, H, O, D), dtype, (input, weights, hx, cx, masks) = _prepare(
@@ -217,9 +219,11 @@ def _forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opt
     cy = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
     reserve_elems = N * native.reserve_per_row
     reserve = input.new_empty(reserve_elems) if keep_reserve else None
+    scratch_reserve = not keep_reserve and input.is_cuda
+    pass_ = _C.Pass.Forward if keep_reserve or scratch_reserve else _C.Pass.Inference
     # scratch owns the memory of these buffers until this function returns
     scratch, (reserve_scratch, workspace) = _scratch(
-        input, dtype, (0 if keep_reserve else reserve_elems, native.workspace_elems(False)))
+        input, dtype, (reserve_elems if scratch_reserve else 0, native.workspace_elems(pass_)))
     native.forward(context, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
                    [_ptr(m) for m in masks], _ptr(output), _ptr(hy), _ptr(cy),
                    _ptr(reserve) if keep_reserve else reserve_scratch, workspace)
@@ -295,7 +299,7 @@ def _rnn_backward_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor
     grad_hx = input.new_empty(num_layers * D, B, O)
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
     grad_weights = [torch.empty_like(w) for w in weights]
-    scratch, (workspace,) = _scratch(input, dtype, (native.workspace_elems(True),))  # owns it
+    scratch, (workspace,) = _scratch(input, dtype, (native.workspace_elems(_C.Pass.Backward),))  # owns it
     native.backward(context, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
                     [_ptr(m) for m in masks], _ptr(reserve), _ptr(grad_output), _ptr(grad_hy),
                     _ptr(grad_cy), _ptr(grad_input), _ptr(grad_hx), _ptr(grad_cx),

@@ -20,7 +20,9 @@
 //   hy       [L*D, B, O], cy [L*D, B, H] (LSTM only): final states; also used as the running
 //            state during the forward pass
 //   reserve  reserve_elems_per_row(desc) * N values, written by forward, read by backward;
-//            holds only what backward needs (post-activation gates, cell states, layer outputs)
+//            holds only what backward needs (post-activation gates, cell states, layer outputs).
+//            Null on the CPU: inference, nothing is kept and the workspace is sized for
+//            Pass::Inference (a few steps' worth of scratch instead of N rows' worth)
 //   workspace workspace_elems(desc, pass) values of scratch
 #pragma once
 
@@ -88,7 +90,8 @@ struct LayerWeightPtrs {
 LayerWeightPtrs layer_weight_ptrs(const RnnDesc& desc, const std::vector<const void*>& flat,
                                   int64_t layer, int64_t direction);
 
-enum class Pass { Forward, Backward };
+// Forward keeping the reserve for backward, forward without one (inference), backward.
+enum class Pass { Forward, Inference, Backward };
 
 // Number of values (of the problem's dtype) of reserve and workspace. The reserve is linear in
 // N: reserve_elems_per_row * N, so that shape-only (fake) implementations can size it.
@@ -123,7 +126,8 @@ struct RnnBackwardArgs {
 };
 
 // Preconditions every backend checks before touching memory (std::invalid_argument otherwise):
-// pointer counts, non-null buffers where the sizes need them, a finalized descriptor.
+// pointer counts, non-null buffers where the sizes need them, a finalized descriptor. The
+// forward's reserve may be null (inference); a backend without an inference mode checks it.
 void check_forward_args(const RnnDesc& desc, const RnnForwardArgs& args, bool needs_workspace);
 void check_backward_args(const RnnDesc& desc, const RnnBackwardArgs& args, bool needs_workspace);
 
