@@ -146,3 +146,23 @@ def test_inference_pass_bitwise_equal_to_training_forward(mode, T_steps, batch, 
         training = run_with_threads(threads, lambda: run(True))
         inference = run_with_threads(threads, lambda: run(False))
         assert_bitwise_equal([training, inference])
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_shared_projection_bitwise_across_runs_and_threads(mode):
+    """Steps too small for two threads (B*O*G*H < 2^15) with a wide input: each chunk's input
+    projection alone is split over the threads, in training and in inference."""
+    cls, extra = MODES[mode]
+    extra = dict(extra, proj_size=20) if "proj_size" in extra else extra
+    module = cls(300, 40, **extra)
+    x = torch.randn(70, 3, 300, requires_grad=True)
+
+    def run():
+        out, state = module(x)
+        outs = [out] + (list(state) if isinstance(state, tuple) else [state])
+        grads = torch.autograd.grad(sum(o.sum() for o in outs), [x] + list(module.parameters()))
+        with torch.no_grad():
+            inference, _ = module(x)
+        return [o.detach() for o in outs] + list(grads) + [inference]
+
+    assert_bitwise_equal([run_with_threads(n, run) for n in THREAD_COUNTS])

@@ -342,17 +342,29 @@ def test_narrow_products_vs_torch(mode, I, H, dtype, rng, assert_close):
     compare_at_sizes(mode, I, H, H // 2, 5, 4, dtype, rng, assert_close)
 
 
+def compare_on_two_threads(mode, I, H, P, T, B, rng, assert_close):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        compare_at_sizes(mode, I, H, P, T, B, torch.float32, rng, assert_close)
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("mode", SIZED_MODES)
 @pytest.mark.parametrize("T,B", [(1, 1), (4, 2)], ids=["rows1", "rows8"])
 def test_streamed_steps_on_two_threads_vs_torch(mode, T, B, rng, assert_close):
     """Steps of a few rows with H=300 (I=301, P=150): the unpacked products are over 2^18
     multiply-adds, so they are split over two threads by output columns."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        compare_at_sizes(mode, 301, 300, 150, T, B, torch.float32, rng, assert_close)
-    finally:
-        torch.set_num_threads(previous)
+    compare_on_two_threads(mode, 301, 300, 150, T, B, rng, assert_close)
+
+
+@pytest.mark.parametrize("mode", SIZED_MODES)
+def test_small_steps_wide_input_on_two_threads_vs_torch(mode, rng, assert_close):
+    """Steps too small to share (B*O*G*H < 2^15: H=40, B=3) with a wide input (I=300) over 70
+    steps, chunks of 22 steps and a short last one: the recurrence runs on one thread and each
+    chunk's input projection on two, split by unit blocks (3 of them on AVX-512)."""
+    compare_on_two_threads(mode, 300, 40, 20, 70, 3, rng, assert_close)
 
 
 # --------------------------------------------------------------------------------------------------

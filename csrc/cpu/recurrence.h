@@ -369,12 +369,15 @@ class Driver {
     }
     const int64_t chunk = chunk_steps();
     const int threads = recurrence_threads(direct, threads_here);
+    // A step too small to share may still have a projection worth sharing (an input much wider
+    // than the hidden state): then each chunk's projection alone is split over threads_here.
+    // Which thread projects a unit block does not change its bits.
+    const bool share_projection = !direct && threads == 1 && threads_here > 1;
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
       const int64_t q0 = out_blocks_ * tid / n, q1 = out_blocks_ * (tid + 1) / n;
       if (!direct) {
-        pack_units(w.w_ih, in_l, u0, u1, buf.w_in);
         pack_units(w.w_hh, O_, u0, u1, buf.w_rec);
         if (P_ > 0) pack_panels<1>(Trans::Yes, w.w_hr, H_, 0, H_, P_, q0, q1, buf.w_proj);
       }
@@ -390,8 +393,19 @@ class Driver {
           int64_t first, count;
           chunk_rows(s, imin(s + chunk, desc_.seq_len), reverse, first, count);
           if (saved.per_chunk) base = first;
-          project_inputs(x_l + first * in_l, in_l, count, u0, u1, buf.w_in, w.b_ih,
-                         saved.gates + (first - base) * SH);
+          // Unit blocks [b0, b1); their input weights are packed by the same thread at s = 0.
+          auto project = [&](int64_t b0, int64_t b1) {
+            if (s == 0) pack_units(w.w_ih, in_l, b0, b1, buf.w_in);
+            project_inputs(x_l + first * in_l, in_l, count, b0, b1, buf.w_in, w.b_ih,
+                           saved.gates + (first - base) * SH);
+          };
+          if (share_projection) {
+            parallel(threads_here, [&](int p, int pn) {
+              project(unit_blocks_ * p / pn, unit_blocks_ * (p + 1) / pn);
+            });
+          } else {
+            project(u0, u1);
+          }
         }
         barrier.wait();  // h_{t-1} complete (and, at s = 0, the packed weights)
         for_each_tile<MR>(u0, u1, H_, bs, [&](int64_t u, int64_t j0, int nj, int64_t r0, int rows) {
