@@ -361,10 +361,11 @@ def test_streamed_steps_on_two_threads_vs_torch(mode, T, B, rng, assert_close):
 
 @pytest.mark.parametrize("mode", SIZED_MODES)
 def test_small_steps_wide_input_on_two_threads_vs_torch(mode, rng, assert_close):
-    """Steps too small to share (B*O*G*H < 2^15: H=40, B=3) with a wide input (I=300) over 70
-    steps, chunks of 22 steps and a short last one: the recurrence runs on one thread and each
-    chunk's input projection on two, split by unit blocks (3 of them on AVX-512)."""
-    compare_on_two_threads(mode, 300, 40, 20, 70, 3, rng, assert_close)
+    """Steps too small to share (B*O*G*H < 2^15: H=40, B=4) with a wide input (I=300) over 20
+    steps, a chunk of 16 steps and a short one: the recurrence runs on one thread and each
+    chunk's input projection on two, split by unit blocks (3 of them on AVX-512). (80 rows: the
+    weight gradients' sums stay short enough for float32's tolerance on every ISA.)"""
+    compare_on_two_threads(mode, 300, 40, 20, 20, 4, rng, assert_close)
 
 
 # --------------------------------------------------------------------------------------------------
