@@ -393,7 +393,7 @@ class Driver {
           int64_t first, count;
           chunk_rows(s, imin(s + chunk, desc_.seq_len), reverse, first, count);
           if (saved.per_chunk) base = first;
-          // Unit blocks [b0, b1); their input weights are packed by the same thread at s = 0.
+          // Unit blocks [b0, b1), their input weights packed at s = 0 right before first use.
           auto project = [&](int64_t b0, int64_t b1) {
             if (s == 0) pack_units(w.w_ih, in_l, b0, b1, buf.w_in);
             project_inputs(x_l + first * in_l, in_l, count, b0, b1, buf.w_in, w.b_ih,

@@ -252,7 +252,8 @@ def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opti
     the dispatcher is needed (torch.compile, functorch transforms, tensor subclasses such as
     FakeTensor, devices other than the CPU). Otherwise the same kernels run without its dispatch
     overhead: through _EagerRnn when autograd is needed, else directly, keeping no reserve,
-    which matters for streaming one step at a time."""
+    which matters for streaming one step at a time and, through the CPU core's inference pass,
+    for long sequences (its scratch holds a chunk of steps, not the whole sequence)."""
     args = (input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
             proj_size, has_bias)
     tensors = (input, hx, cx, *weights)
@@ -299,7 +300,8 @@ def _rnn_backward_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor
     grad_hx = input.new_empty(num_layers * D, B, O)
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
     grad_weights = [torch.empty_like(w) for w in weights]
-    scratch, (workspace,) = _scratch(input, dtype, (native.workspace_elems(_C.Pass.Backward),))  # owns it
+    # scratch owns the workspace's memory until this function returns
+    scratch, (workspace,) = _scratch(input, dtype, (native.workspace_elems(_C.Pass.Backward),))
     native.backward(context, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
                     [_ptr(m) for m in masks], _ptr(reserve), _ptr(grad_output), _ptr(grad_hy),
                     _ptr(grad_cy), _ptr(grad_input), _ptr(grad_hx), _ptr(grad_cx),
