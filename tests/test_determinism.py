@@ -34,6 +34,21 @@ def run_with_threads(threads, fn):
         torch.set_num_threads(previous)
 
 
+def flat_outputs(result):
+    """[output (a PackedSequence's data), h_n(, c_n)] of a module's (output, state)."""
+    out, state = result
+    out = out.data if isinstance(out, PackedSequence) else out
+    return [out] + (list(state) if isinstance(state, tuple) else [state])
+
+
+def outputs_and_grads(module, x):
+    """A module's outputs on x and the gradients of their sum with respect to x and its
+    parameters, detached."""
+    outs = flat_outputs(module(x))
+    grads = torch.autograd.grad(sum(o.sum() for o in outs), [x] + list(module.parameters()))
+    return [o.detach() for o in outs] + list(grads)
+
+
 def assert_bitwise_equal(runs):
     for run in runs[1:]:
         assert len(run) == len(runs[0])
@@ -57,9 +72,7 @@ def test_sequence_modules_bitwise_across_runs_and_threads(mode, form):
 
     def run():
         inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if form == "packed" else x
-        out, state = module(inp, hx)
-        outs = [out.data if isinstance(out, PackedSequence) else out]
-        outs += list(state) if isinstance(state, tuple) else [state]
+        outs = flat_outputs(module(inp, hx))
         loss = sum((o * (i + 1.5)).sum() for i, o in enumerate(outs))
         grads = torch.autograd.grad(loss, [x] + states + list(module.parameters()))
         return [o.detach() for o in outs] + list(grads)
@@ -93,13 +106,8 @@ def test_streamed_steps_bitwise_across_runs_and_threads(mode, T_steps):
     module = cls(300, 300, **extra)
     x = torch.randn(T_steps, 1, 300, requires_grad=True)
 
-    def run():
-        out, state = module(x)
-        outs = [out] + (list(state) if isinstance(state, tuple) else [state])
-        grads = torch.autograd.grad(sum(o.sum() for o in outs), [x] + list(module.parameters()))
-        return [o.detach() for o in outs] + list(grads)
-
-    assert_bitwise_equal([run_with_threads(n, run) for n in THREAD_COUNTS])
+    assert_bitwise_equal([run_with_threads(n, lambda: outputs_and_grads(module, x))
+                          for n in THREAD_COUNTS])
 
 
 def test_dropout_bitwise_with_the_same_seed_across_threads():
@@ -138,9 +146,7 @@ def test_inference_pass_bitwise_equal_to_training_forward(mode, T_steps, batch, 
         torch.manual_seed(7)
         inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if form == "packed" else x
         with torch.set_grad_enabled(grad):
-            out, state = module(inp)
-        out = out.data if form == "packed" else out
-        return [t.detach() for t in [out, *(state if isinstance(state, tuple) else [state])]]
+            return [t.detach() for t in flat_outputs(module(inp))]
 
     for threads in (1, 2):
         training = run_with_threads(threads, lambda: run(True))
@@ -158,11 +164,8 @@ def test_shared_projection_bitwise_across_runs_and_threads(mode):
     x = torch.randn(70, 3, 300, requires_grad=True)
 
     def run():
-        out, state = module(x)
-        outs = [out] + (list(state) if isinstance(state, tuple) else [state])
-        grads = torch.autograd.grad(sum(o.sum() for o in outs), [x] + list(module.parameters()))
         with torch.no_grad():
-            inference, _ = module(x)
-        return [o.detach() for o in outs] + list(grads) + [inference]
+            inference = flat_outputs(module(x))
+        return outputs_and_grads(module, x) + inference
 
     assert_bitwise_equal([run_with_threads(n, run) for n in THREAD_COUNTS])

@@ -102,13 +102,16 @@ class Driver {
     T* reserve = static_cast<T*>(a.reserve);
     Carve<T> ws{static_cast<T*>(a.workspace)};
     const Buffers buf = carve(ws, reserve ? Pass::Forward : Pass::Inference);
+    // Output of layer l: its block of the reserve; in inference, y for the last layer and two
+    // alternating buffers below it.
+    auto layer_output = [&](int64_t l) {
+      if (reserve) return reserve + layout_.layer_out(N_, l);
+      return l == L_ - 1 ? static_cast<T*>(a.y) : buf.layer_out[l % 2];
+    };
     for (int64_t l = 0; l < L_; ++l) {
-      T* y_l = reserve ? reserve + layout_.layer_out(N_, l)
-                       : (l == L_ - 1 ? static_cast<T*>(a.y) : buf.layer_out[l % 2]);
+      T* y_l = layer_output(l);
       const T* x_l = l == 0 ? static_cast<const T*>(a.x)
-                            : layer_input(a, reserve ? reserve + layout_.layer_out(N_, l - 1)
-                                                     : buf.layer_out[(l - 1) % 2],
-                                          buf.masked, l);
+                            : layer_input(a, layer_output(l - 1), buf.masked, l);
       for_each_direction([&](int64_t d, int threads) {
         const SavedRows saved = reserve ? SavedRows{reserve + layout_.gates(N_, l, d),
                                                     reserve + layout_.cell(N_, l, d),
