@@ -342,6 +342,16 @@ def test_narrow_products_vs_torch(mode, I, H, dtype, rng, assert_close):
     compare_at_sizes(mode, I, H, H // 2, 5, 4, dtype, rng, assert_close)
 
 
+@pytest.mark.parametrize("mode", SIZED_MODES)
+def test_weight_gradients_over_many_rows_vs_torch(mode, rng, assert_close):
+    """300 rows (more than one 256-deep block of the weight gradients' K) and a 263-wide input:
+    dW_ih = dG^T X packs dG^T's rows per work item when they meet four or more panels, in
+    blocks of 48 rows (G*H = 280 and 210 leave partial blocks and tiles), with panel tails.
+    float64, where the table's tolerance is reduction order alone: in float32 some sums of 300
+    products differ from torch's by just over 1e-5 whichever way they are computed."""
+    compare_at_sizes(mode, 263, 70, 35, 10, 30, torch.float64, rng, assert_close)
+
+
 def compare_on_two_threads(mode, I, H, P, T, B, rng, assert_close):
     previous = torch.get_num_threads()
     torch.set_num_threads(2)

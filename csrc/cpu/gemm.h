@@ -334,6 +334,21 @@ inline void direct_rows_tile(int rows, int64_t K, const T* a, int64_t lda, const
   epilogue(acc);
 }
 
+// Copies rows [0, rows) x k [0, K) of a into tiles of MR rows, tile after tile, each [K][MR]
+// (element (r, k) of tile i at out[i * MR * K + k * MR + r]; a last partial tile keeps the stride
+// MR, its rows past the end unwritten: tile() never reads them).
+template <int MR, class T>
+void pack_row_tiles(MatA<T> a, int64_t rows, int64_t K, T* out) {
+  for (int64_t i0 = 0; i0 < rows; i0 += MR) {
+    const int64_t n = imin(MR, rows - i0);
+    T* dst = out + i0 * K;
+    for (int64_t k = 0; k < K; ++k) {
+      const T* src = a.base + i0 * a.row_stride + k * a.k_stride;
+      for (int64_t r = 0; r < n; ++r) dst[k * MR + r] = src[r * a.row_stride];
+    }
+  }
+}
+
 // Panels of G vectors (the widest that the registers allow by default; gemm() takes narrower
 // ones for narrow products).
 template <class T, int G_ = (kRegisters >= 32 ? 4 : 2)>
@@ -372,7 +387,16 @@ void gemm_packed(int vectors, MatA<T> a, Trans trans_b, int64_t M, int64_t N, in
   // Small products are not worth waking other threads.
   if (M * N * K < 64 * 64 * 64) threads = 1;
   SpinBarrier barrier(threads);
+  // op(A) = A^T (the weight gradients' dG^T): a tile's MR values of one k are adjacent, but
+  // successive k are a row of A apart, a new cache line (and for a wide A a new page) per k. A
+  // work item whose rows meet enough panels packs them first, so that its tiles read A as one
+  // stream (dW = dG^T X, M=2048 N=512 K=6400, bench/kernels/gemm_lab.cpp on one thread: 87-89 ->
+  // 97-99 GFLOP/s); across one panel (N=32) the copy cost more than it saved (97 -> 64). The
+  // block lives on each thread's stack: 48 KB in float32, 96 KB in float64.
+  constexpr int64_t kPackAPanels = 4;
+  const bool pack_a = a.row_stride == 1 && a.k_stride != 1;
   parallel(threads, [&](int tid, int n) {
+    alignas(64) T a_block[Blk::kRowsPerBlock * Blk::KC];
     for (int64_t k0 = 0; k0 < K; k0 += Blk::KC) {
       const int64_t kc = imin(Blk::KC, K - k0);
       const bool add = accumulate || k0 > 0;
@@ -388,14 +412,20 @@ void gemm_packed(int vectors, MatA<T> a, Trans trans_b, int64_t M, int64_t N, in
       const int64_t items = panel_blocks * row_blocks;
       for (int64_t it = items * tid / n; it < items * (tid + 1) / n; ++it) {
         const int64_t pb = it / row_blocks, ib = it % row_blocks;
-        const int64_t i_end = imin(M, (ib + 1) * Blk::kRowsPerBlock);
-        const int64_t p_end = imin(panels, (pb + 1) * Blk::kPanelsPerBlock);
-        for (int64_t i0 = ib * Blk::kRowsPerBlock; i0 < i_end; i0 += Blk::MR) {
-          for (int64_t p = pb * Blk::kPanelsPerBlock; p < p_end; ++p) {
+        const int64_t i_begin = ib * Blk::kRowsPerBlock;
+        const int64_t i_end = imin(M, i_begin + Blk::kRowsPerBlock);
+        const int64_t p_begin = pb * Blk::kPanelsPerBlock;
+        const int64_t p_end = imin(panels, p_begin + Blk::kPanelsPerBlock);
+        const bool packed = pack_a && p_end - p_begin >= kPackAPanels;
+        if (packed) pack_row_tiles<Blk::MR>(a.at(i_begin, k0), i_end - i_begin, kc, a_block);
+        for (int64_t i0 = i_begin; i0 < i_end; i0 += Blk::MR) {
+          const MatA<T> a_tile = packed ? MatA<T>{a_block + (i0 - i_begin) * kc, 1, Blk::MR}
+                                        : a.at(i0, k0);
+          for (int64_t p = p_begin; p < p_end; ++p) {
             const int rows = static_cast<int>(imin(Blk::MR, i_end - i0));
             const int64_t j0 = p * Blk::NR;
             const int cols = static_cast<int>(imin(Blk::NR, N - j0));
-            tile<Blk::G>(rows, kc, a.at(i0, k0), pack + p * kc * Blk::NR,
+            tile<Blk::G>(rows, kc, a_tile, pack + p * kc * Blk::NR,
                          [&](V(&acc)[Blk::MR][Blk::G]) {
                            for (int r = 0; r < rows; ++r) {
                              T* c = C + (i0 + r) * ldc + j0;
