@@ -2,7 +2,8 @@
 // Build and run: bash bench/kernels/run_lab.sh   (compiles this file once per ISA)
 // Prints GFLOP/s per shape for the big-GEMM shapes of the recurrence (input projection, weight
 // gradients), for the shapes that take gemm's direct paths (a few rows, a shallow K), and for an
-// LSTM's recurrent step over 100 steps, its product alone and with the cell's epilogue.
+// LSTM's recurrent step over 100 steps, its product alone and with the cell's epilogue; and the
+// packing of a recurrent weight matrix.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -142,6 +143,46 @@ void run_step(int64_t B, int64_t H, int64_t steps, bool with_cell) {
               (long long)H, (long long)K, 2.0 * B * G * H * K / times[4] * 1e-9, times[4] * 1e6);
 }
 
+// Packing a recurrent weight matrix W [G*H, K] into unit-block panels [K][G][W] (what every
+// packed forward does per call, pack_units in csrc/cpu/recurrence.h), checked element by element
+// against the definition, then timed.
+void run_pack(int64_t H, int64_t K) {
+  constexpr int G = 4, W = VecOf<float>::kWidth;
+  const int64_t blocks = ceil_div(H, W);
+  std::mt19937 gen(3);
+  std::normal_distribution<float> dist;
+  std::vector<float> w(G * H * K), out(blocks * K * G * W);
+  for (auto& v : w) v = dist(gen);
+  auto pack = [&] {
+    for (int64_t u = 0; u < blocks; ++u)
+      for (int g = 0; g < G; ++g)
+        pack_transposed(w.data() + (g * H + u * W) * K, K, imin(W, H - u * W), K, G * W,
+                        out.data() + u * K * G * W + g * W);
+  };
+  pack();
+  for (int64_t u = 0; u < blocks; ++u)
+    for (int64_t k = 0; k < K; ++k)
+      for (int g = 0; g < G; ++g)
+        for (int c = 0; c < W; ++c) {
+          const int64_t j = u * W + c;
+          const float want = j < H ? w[(g * H + j) * K + k] : 0.0f;
+          if (out[((u * K + k) * G + g) * W + c] != want) {
+            std::printf("pack H=%lld K=%lld: MISMATCH\n", (long long)H, (long long)K);
+            std::exit(1);
+          }
+        }
+  std::vector<double> times;
+  for (int rep = 0; rep < 9; ++rep) {
+    const double t0 = seconds();
+    pack();
+    times.push_back(seconds() - t0);
+  }
+  std::sort(times.begin(), times.end());
+  std::printf("pack W_hh of LSTM H=%-5lld K=%5lld threads=1: %7.1f us, %5.1f GB/s read+written "
+              "(median of 9)\n", (long long)H, (long long)K, times[4] * 1e6,
+              2.0 * sizeof(float) * G * H * K / times[4] * 1e-9);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -165,6 +206,8 @@ int main(int argc, char** argv) {
   run("dX, 16-wide input", Trans::No, Trans::No, 6400, 16, 512, threads);
   run("dX, 40-wide input", Trans::No, Trans::No, 6400, 40, 512, threads);
   run("projection of one row", Trans::No, Trans::Yes, 1, 1536, 512, threads);
+  run_pack(512, 512);
+  run_pack(130, 67);  // a partial unit block and a K tail
   for (int64_t B : {1, 16, 64})
     for (int64_t H : {128, 256, 512})
       for (bool with_cell : {false, true}) run_step(B, H, 100, with_cell);
