@@ -65,6 +65,17 @@ void run(const char* what, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, 
               2.0 * M * N * K / times[4] * 1e-9);
 }
 
+// W [G*H, K] packed into unit-block panels as the driver packs W_hh (pack_units in
+// csrc/cpu/recurrence.h): panel u is [K][G][W] and holds units [u*W, u*W + W), zero past H.
+template <int G>
+void pack_unit_blocks(const float* w, int64_t H, int64_t K, float* out) {
+  constexpr int W = VecOf<float>::kWidth;
+  for (int64_t u = 0; u < ceil_div(H, W); ++u)
+    for (int g = 0; g < G; ++g)
+      pack_transposed(w + (g * H + u * W) * K, K, imin(W, H - u * W), K, G * W,
+                      out + u * K * G * W + g * W);
+}
+
 // The recurrent step of an LSTM over `steps` steps, as the driver runs it on one thread: for
 // every block of W hidden units, the rows of h [B, K] (tiles of tile_rows<G>() rows) times the
 // block's packed panel [K][G][W]; then either only the product is stored (with_cell false) or
@@ -83,10 +94,7 @@ void run_step(int64_t B, int64_t H, int64_t steps, bool with_cell) {
   for (auto& v : h) v = dist(gen) * 0.1f;
   for (auto& v : w) v = dist(gen) * 0.1f;
   for (auto& v : gates) v = dist(gen);
-  for (int64_t u = 0; u < blocks; ++u)  // w is [G*H, K]; panel u holds units [u*W, u*W + W)
-    for (int g = 0; g < G; ++g)
-      pack_transposed(w.data() + (g * H + u * W) * K, K, imin(W, H - u * W), K, G * W,
-                      panels.data() + u * K * G * W + g * W);
+  pack_unit_blocks<G>(w.data(), H, K, panels.data());
   auto step = [&](int64_t s) {
     const float* cur = h.data() + (s % 2) * B * K;
     float* next = h.data() + ((s + 1) % 2) * B * K;
@@ -153,12 +161,7 @@ void run_pack(int64_t H, int64_t K) {
   std::normal_distribution<float> dist;
   std::vector<float> w(G * H * K), out(blocks * K * G * W);
   for (auto& v : w) v = dist(gen);
-  auto pack = [&] {
-    for (int64_t u = 0; u < blocks; ++u)
-      for (int g = 0; g < G; ++g)
-        pack_transposed(w.data() + (g * H + u * W) * K, K, imin(W, H - u * W), K, G * W,
-                        out.data() + u * K * G * W + g * W);
-  };
+  auto pack = [&] { pack_unit_blocks<G>(w.data(), H, K, out.data()); };
   pack();
   for (int64_t u = 0; u < blocks; ++u)
     for (int64_t k = 0; k < K; ++k)

@@ -114,23 +114,29 @@ inline void tile(int rows, int64_t K, MatA<T> a, const T* panel, Epilogue&& epil
   epilogue(acc);
 }
 
-// One round of transpose_block(): swaps the off-diagonal S x S blocks of every 2S x 2S block,
-// rows v[j] and v[j + S] (j / S even) exchanging their lanes [S, 2S) and [0, S) of each 2S.
+// The lane exchange that both in-register transposes here are built from (transpose_block
+// and dot_lanes' fold), at a distance S (a power of two below W): afterwards a[l] = a[l] and
+// b[l] = a[l + S] where (l / S) is even, a[l] = b[l - S] and b[l] = b[l] where it is odd, i.e.
+// a's odd blocks of S lanes and b's even ones trade places.
 template <int S, class V, int... L>
-inline void swap_off_diagonal(V* v, std::integer_sequence<int, L...>) {
+inline void exchange_lanes(V& a, V& b, std::integer_sequence<int, L...>) {
   constexpr int W = V::kWidth;
-  for (int j = 0; j < W; ++j) {
-    if ((j / S) % 2) continue;
-    const V a = v[j], b = v[j + S];
-    v[j] = V::from(__builtin_shufflevector(a.v, b.v, ((L / S) % 2 == 0 ? L : W + L - S)...));
-    v[j + S] = V::from(__builtin_shufflevector(a.v, b.v, ((L / S) % 2 == 0 ? L + S : W + L)...));
-  }
+  const V a0 = a, b0 = b;
+  a = V::from(__builtin_shufflevector(a0.v, b0.v, ((L / S) % 2 == 0 ? L : W + L - S)...));
+  b = V::from(__builtin_shufflevector(a0.v, b0.v, ((L / S) % 2 == 0 ? L + S : W + L)...));
+}
+template <int S, class V>
+inline void exchange_lanes(V& a, V& b) {
+  exchange_lanes<S>(a, b, std::make_integer_sequence<int, V::kWidth>{});
 }
 
-// Transposes the W x W block held in v (row r in v[r]) in place, in log2(W) rounds of shuffles.
+// Transposes the W x W block held in v (row r in v[r]) in place, in log2(W) rounds: each swaps
+// the off-diagonal S x S blocks of every 2S x 2S block.
 template <int S, class V>
 inline void transpose_block(V* v) {
-  swap_off_diagonal<S>(v, std::make_integer_sequence<int, V::kWidth>{});
+  for (int j = 0; j < V::kWidth; ++j) {
+    if ((j / S) % 2 == 0) exchange_lanes<S>(v[j], v[j + S]);
+  }
   if constexpr (S > 1) transpose_block<S / 2>(v);
 }
 
@@ -183,12 +189,10 @@ void pack_panels(Trans t, const T* B, int64_t ldb, int64_t k0, int64_t K, int64_
 // One step of the transpose-reduction in dot_lanes(): lanes of a and b pairwise summed at
 // distance s, a's sums kept in the even blocks of s lanes and b's in the odd ones:
 // out[l] = a[l] + a[l + s] when (l / s) is even, b[l - s] + b[l] when odd.
-template <int S, class V, int... L>
-inline V fold_pair(V a, V b, std::integer_sequence<int, L...>) {
-  constexpr int W = V::kWidth;
-  return V::from(
-      __builtin_shufflevector(a.v, b.v, ((L / S) % 2 == 0 ? L : W + L - S)...) +
-      __builtin_shufflevector(a.v, b.v, ((L / S) % 2 == 0 ? L + S : W + L)...));
+template <int S, class V>
+inline V fold_pair(V a, V b) {
+  exchange_lanes<S>(a, b);
+  return a + b;
 }
 
 // Folds v[0, n) in place, pairing v[j] with v[j + n/2] at distance S, down to S = 1: after it,
@@ -197,7 +201,7 @@ template <int S, class V>
 inline void fold_all(V* v) {
   constexpr int n = 2 * S;  // vectors left at this level
   for (int j = 0; j < n / 2; ++j)
-    v[j] = fold_pair<S>(v[j], v[j + n / 2], std::make_integer_sequence<int, V::kWidth>{});
+    v[j] = fold_pair<S>(v[j], v[j + n / 2]);
   if constexpr (S > 1) fold_all<S / 2>(v);
 }
 
@@ -443,10 +447,10 @@ void gemm_packed(int vectors, MatA<T> a, Trans trans_b, int64_t M, int64_t N, in
         const bool packed = pack_a && p_end - p_begin >= kPackAPanels;
         if (packed) pack_row_tiles<Blk::MR>(a.at(i_begin, k0), i_end - i_begin, kc, a_block);
         for (int64_t i0 = i_begin; i0 < i_end; i0 += Blk::MR) {
+          const int rows = static_cast<int>(imin(Blk::MR, i_end - i0));
           const MatA<T> a_tile = packed ? MatA<T>{a_block + (i0 - i_begin) * kc, 1, Blk::MR}
                                         : a.at(i0, k0);
           for (int64_t p = p_begin; p < p_end; ++p) {
-            const int rows = static_cast<int>(imin(Blk::MR, i_end - i0));
             const int64_t j0 = p * Blk::NR;
             const int cols = static_cast<int>(imin(Blk::NR, N - j0));
             tile<Blk::G>(rows, kc, a_tile, pack + p * kc * Blk::NR,
