@@ -122,13 +122,20 @@ seq_case("h0_int", (nn.LSTM,), lambda c: (X(5, 2, 3), (torch.ones(2, 2, 4, dtype
 seq_case("input_on_meta", ALL, lambda c: (X(5, 2, 3).to("meta"), None), ["device"])
 
 
+# Under no_grad the modules take their fast path first (tests/test_inference_path.py), which must
+# hand every wrong call to the checks of the general path.
+GRAD_MODES = pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+
+
+@GRAD_MODES
 @pytest.mark.parametrize("torch_cls,kwargs,args,must", SEQ_CASES)
-def test_sequence_module_errors_like_torch(torch_cls, kwargs, args, must):
+def test_sequence_module_errors_like_torch(torch_cls, kwargs, args, must, grad):
     kw = dict(num_layers=2)
     kw.update(kwargs)
     ref, mod = make_pair(torch_cls, 3, 4, **kw)
     inp, hx = args(None)
-    check_same_error(lambda: ref(inp, hx), lambda: mod(inp, hx), must)
+    with torch.set_grad_enabled(grad):
+        check_same_error(lambda: ref(inp, hx), lambda: mod(inp, hx), must)
 
 
 @pytest.mark.parametrize("torch_cls", [nn.RNN, nn.LSTM, nn.GRU])
@@ -220,18 +227,22 @@ cell_case("hx_3_tuple", (nn.LSTMCell,), lambda c: (X(2, 3), (X(2, 4),) * 3), ["t
 cell_case("hx_tuple", (nn.RNNCell, nn.GRUCell), lambda c: (X(2, 3), (X(2, 4),)), [])
 
 
+@GRAD_MODES
 @pytest.mark.parametrize("torch_cls,args,must", CELL_CASES)
-def test_cell_errors_like_torch(torch_cls, args, must):
+def test_cell_errors_like_torch(torch_cls, args, must, grad):
     ref, mod = make_pair(torch_cls, 3, 4)
     inp, hx = args(torch_cls)
-    check_same_error(lambda: ref(inp, hx), lambda: mod(inp, hx), must)
+    with torch.set_grad_enabled(grad):
+        check_same_error(lambda: ref(inp, hx), lambda: mod(inp, hx), must)
 
 
-def test_rnncell_bad_nonlinearity_like_torch():
+@GRAD_MODES
+def test_rnncell_bad_nonlinearity_like_torch(grad):
     ref, mod = make_pair(nn.RNNCell, 3, 4)
     ref.nonlinearity = mod.nonlinearity = "sigmoid"
     x = X(2, 3)
-    check_same_error(lambda: ref(x), lambda: mod(x), ["sigmoid"])
+    with torch.set_grad_enabled(grad):
+        check_same_error(lambda: ref(x), lambda: mod(x), ["sigmoid"])
     # construction: torch's RNNCell defers the check to forward, torch's RNN raises ValueError
     check_same_error(lambda: nn.RNN(3, 4, nonlinearity="sigmoid"),
                      lambda: fastrnn.RNN(3, 4, nonlinearity="sigmoid"), ["sigmoid"])

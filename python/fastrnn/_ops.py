@@ -22,7 +22,7 @@ from torch import Tensor
 from . import _C
 from ._backend import compute_dtype, cuda_module, native_dtype
 
-__all__ = ["rnn", "run_rnn", "rnn_backward", "CELL_GATES"]
+__all__ = ["rnn", "run_rnn", "stream_forward", "rnn_backward", "CELL_GATES"]
 
 # Gates per cell (G): rows of W_ih / W_hh are G * hidden_size.
 CELL_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
@@ -32,6 +32,7 @@ _CELL_KINDS = {
     "LSTM": _C.CellKind.LSTM,
     "GRU": _C.CellKind.GRU,
 }
+_CELL_KIND_CODES = {cell: int(kind) for cell, kind in _CELL_KINDS.items()}
 
 
 def _ptr(t: Optional[Tensor]) -> int:
@@ -61,7 +62,7 @@ def _desc_fields(sizes, input_size, cell, num_layers, proj_size, has_bias, batch
     """The descriptor as the tuple both native modules take (see csrc/binding_helpers.h).
     Hashable, so that descriptors can be cached by it."""
     T, B, N, H, O, D = sizes
-    return (int(_CELL_KINDS[cell]), num_layers, D, input_size, H, proj_size, has_bias, T, B,
+    return (_CELL_KIND_CODES[cell], num_layers, D, input_size, H, proj_size, has_bias, T, B,
             () if batch_sizes is None else tuple(batch_sizes.tolist()))
 
 
@@ -92,6 +93,7 @@ class _Native:
 
     def __init__(self, fields, dtype: torch.dtype, on_cuda: bool):
         self.desc = _C.RnnDesc(*fields)
+        self.rows = self.desc.total_rows
         self.reserve_per_row = self.desc.reserve_elems_per_row
         native = native_dtype(dtype, "fastrnn.rnn")
         if on_cuda:  # _cuda takes the plain fields and dtype code, not _C's types
@@ -145,28 +147,21 @@ class _CpuScratch(threading.local):
 
 _CPU_SCRATCH = _CpuScratch()
 _SCRATCH_REUSE_BYTES = 1 << 20
-_SCRATCH_ALIGN_BYTES = 64
 
 
-def _scratch(like: Tensor, dtype: torch.dtype, elems: Tuple[int, ...]):
-    """Addresses of uninitialized buffers of ``elems`` elements of ``dtype`` on like's device,
-    each 64-byte aligned (an empty one gets address 0), and the tensor that owns them: keep it
-    alive until the native call returns."""
-    sizes = [-(-n * dtype.itemsize // _SCRATCH_ALIGN_BYTES) * _SCRATCH_ALIGN_BYTES for n in elems]
-    total = sum(sizes)
-    owner = None
-    if like.is_cpu and total <= _SCRATCH_REUSE_BYTES:
+def _scratch(like: Tensor, dtype: torch.dtype, elems: int):
+    """(owner, address) of an uninitialized buffer of ``elems`` elements of ``dtype`` on like's
+    device (address 0 when empty); keep the owner alive until the native call returns."""
+    nbytes = elems * dtype.itemsize
+    if nbytes == 0:
+        return None, 0
+    if like.is_cpu and nbytes <= _SCRATCH_REUSE_BYTES:
         owner = _CPU_SCRATCH.buffer  # always _SCRATCH_REUSE_BYTES long
         if owner is None:
             owner = _CPU_SCRATCH.buffer = torch.empty(_SCRATCH_REUSE_BYTES, dtype=torch.uint8)
-    elif total > 0:
-        owner = torch.empty(total, dtype=torch.uint8, device=like.device)
-    base = 0 if owner is None else owner.data_ptr()
-    addresses, offset = [], 0
-    for n, size in zip(elems, sizes):
-        addresses.append(base + offset if n > 0 else 0)
-        offset += size
-    return owner, addresses
+    else:
+        owner = torch.empty(nbytes, dtype=torch.uint8, device=like.device)
+    return owner, owner.data_ptr()
 
 
 def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
@@ -183,8 +178,8 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
                _contiguous(hx, dtype), _contiguous(cx, dtype),
                [_contiguous(m, dtype) for m in dropout_masks])
     native, context = _native_call(input, fields, dtype)
-    if native.desc.total_rows != sizes[2]:  # the core trusts batch_sizes for every row
-        raise RuntimeError(f"PackedSequence batch_sizes sum to {native.desc.total_rows} rows but "
+    if native.rows != sizes[2]:  # the core trusts batch_sizes for every row
+        raise RuntimeError(f"PackedSequence batch_sizes sum to {native.rows} rows but "
                            f"its data has {sizes[2]} rows")
     return native, context, sizes, dtype, tensors
 
@@ -206,28 +201,66 @@ def _forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opt
     cx [L*D, B, H] or None (LSTM); dropout_masks: none or L-1 masks shaped like the output.
     output [T, B, D*O] or [N, D*O]; cy is empty unless LSTM; reserve is what backward needs, or
     None without keep_reserve: the CPU core then runs its inference pass, which needs scratch for
-    a few steps instead of a reserve; the CUDA core writes a reserve into scratch memory.
+    a few steps instead of a reserve; the CUDA core writes a reserve, dropped after the call.
     """
     out_dtype = input.dtype
-    native, context, (T, B, N, H, O, D), dtype, (input, weights, hx, cx, masks) = _prepare(
+    native, context, (T, B, N, H, O, D), dtype, tensors = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
         proj_size, has_bias)
-    # Sizes as plain ints: building a torch.Size costs a streamed step more than allocating.
-    output = (input.new_empty(T, B, D * O) if batch_sizes is None else
-              input.new_empty(N, D * O))
-    hy = input.new_empty(num_layers * D, B, O)
-    cy = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
-    reserve_elems = N * native.reserve_per_row
-    reserve = input.new_empty(reserve_elems) if keep_reserve else None
-    scratch_reserve = not keep_reserve and input.is_cuda
-    pass_ = _C.Pass.Forward if keep_reserve or scratch_reserve else _C.Pass.Inference
-    # scratch owns the memory of these buffers until this function returns
-    scratch, (reserve_scratch, workspace) = _scratch(
-        input, dtype, (reserve_elems if scratch_reserve else 0, native.workspace_elems(pass_)))
-    native.forward(context, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
-                   [_ptr(m) for m in masks], _ptr(output), _ptr(hy), _ptr(cy),
-                   _ptr(reserve) if keep_reserve else reserve_scratch, workspace)
+    shapes = ((T, B, D * O) if batch_sizes is None else (N, D * O), (num_layers * D, B, O),
+              (num_layers * D, B, H) if cell == "LSTM" else None)
+    output, hy, cy, reserve = _run_forward(native, context, tensors, shapes, keep_reserve)
+    if cy is None:  # the op returns a tensor in every position
+        cy = output.new_empty(0)
     return _as(output, out_dtype), _as(hy, out_dtype), _as(cy, out_dtype), reserve
+
+
+def _run_forward(native: _Native, context, tensors, shapes, keep_reserve: bool):
+    """Allocates a forward's results and runs the native forward on ``tensors`` (input, weights,
+    hx, cx, masks: contiguous, in the compute dtype). ``shapes``: those of output, hy and cy
+    (None unless LSTM), as tuples of ints. Returns (output, hy, cy, reserve) as _forward, except
+    that cy is None unless LSTM."""
+    input, weights, hx, cx, masks = tensors
+    output_shape, hy_shape, cy_shape = shapes
+    # Shapes unpacked into plain ints: new_empty(tuple) costs half as much again.
+    output = input.new_empty(*output_shape)
+    hy = input.new_empty(*hy_shape)
+    cy = None if cy_shape is None else input.new_empty(*cy_shape)
+    # The CUDA core has no inference pass: it writes a reserve, dropped here unless kept.
+    writes_reserve = keep_reserve or input.is_cuda
+    reserve = input.new_empty(native.rows * native.reserve_per_row) if writes_reserve else None
+    # scratch owns the workspace's memory until this function returns
+    scratch, workspace = _scratch(input, input.dtype, native.workspace_elems(
+        _C.Pass.Forward if writes_reserve else _C.Pass.Inference))
+    native.forward(context, _ptr(input), [w.data_ptr() for w in weights], _ptr(hx), _ptr(cx),
+                   [m.data_ptr() for m in masks], _ptr(output), _ptr(hy), _ptr(cy),
+                   _ptr(reserve), workspace)
+    return output, hy, cy, reserve if keep_reserve else None
+
+
+def stream_forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
+                   cx: Optional[Tensor], cell: str, num_layers: int, bidirectional: bool,
+                   proj_size: int, has_bias: bool):
+    """``run_rnn`` for a call its module has found to be the common inference case, with the
+    least Python (streaming pays it per step): every tensor a plain contiguous CPU tensor of
+    input's dtype (float32 or float64), hx / cx of the expected shapes or None, no dropout, no
+    autograd, autocast or compile. Input [T, B, I] (T, B > 0) with results as run_rnn's; or
+    [B, I], a cell's step: one layer, T = 1, states and results [B, H].
+    Returns (output, hy, cy), cy None unless LSTM."""
+    D = 2 if bidirectional else 1
+    hidden = weights[1].shape[0] // CELL_GATES[cell]
+    out = proj_size or hidden
+    if input.dim() == 2:
+        (B, input_size), T = input.shape, 1
+        shapes = ((B, out), (B, out), (B, hidden) if cell == "LSTM" else None)
+    else:
+        T, B, input_size = input.shape
+        shapes = ((T, B, D * out), (num_layers * D, B, out),
+                  (num_layers * D, B, hidden) if cell == "LSTM" else None)
+    native = _cpu_native((_CELL_KIND_CODES[cell], num_layers, D, input_size, hidden, proj_size,
+                          has_bias, T, B, ()), input.dtype)
+    return _run_forward(native, (torch.get_num_threads(),), (input, weights, hx, cx, ()), shapes,
+                        False)[:3]
 
 
 def _rnn_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
@@ -301,7 +334,7 @@ def _rnn_backward_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
     grad_weights = [torch.empty_like(w) for w in weights]
     # scratch owns the workspace's memory until this function returns
-    scratch, (workspace,) = _scratch(input, dtype, (native.workspace_elems(_C.Pass.Backward),))
+    scratch, workspace = _scratch(input, dtype, native.workspace_elems(_C.Pass.Backward))
     native.backward(context, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
                     [_ptr(m) for m in masks], _ptr(reserve), _ptr(grad_output), _ptr(grad_hy),
                     _ptr(grad_cy), _ptr(grad_input), _ptr(grad_hx), _ptr(grad_cx),

@@ -75,6 +75,47 @@ def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
                            f"{rows} rows")
 
 
+def _outside_fast_path(input) -> bool:
+    """True unless ``input`` is a plain float32/float64 CPU tensor and nothing needs the general
+    path: no autograd, autocast, compile or functorch transform (see _FastRNNBase._stream)."""
+    return (torch.is_grad_enabled() or type(input) is not Tensor or not input.is_cpu
+            or (input.dtype is not torch.float32 and input.dtype is not torch.float64)
+            or torch._C._is_any_autocast_enabled() or torch.compiler.is_compiling()
+            or torch._C._are_functorch_transforms_active())
+
+
+def _plain_states(states, count: int, dtype: torch.dtype, shape, cell_shape=None) -> bool:
+    """Initial states fit for the fast path: None, or a tuple of ``count`` plain CPU tensors of
+    ``dtype``, h shaped ``shape`` and c ``cell_shape`` (default: ``shape``)."""
+    if states is None:
+        return True
+    if type(states) is not tuple or len(states) != count:
+        return False
+    for h, want in zip(states, (shape, cell_shape or shape)):
+        if type(h) is not Tensor or not h.is_cpu or h.dtype is not dtype or h.shape != want:
+            return False
+    return True
+
+
+def _plain_weights(params, names, dtype: torch.dtype) -> Optional[List[Tensor]]:
+    """The registered parameters ``names`` (from a module's ``_parameters``) when all are fit for
+    the fast path: Parameters (not a subclass), on the CPU, of ``dtype`` and contiguous; else
+    None. A parametrized weight is not in ``_parameters``; ``param.data = ...`` can change the
+    rest without changing the Parameter, so they are checked on every call."""
+    weights = [params.get(name) for name in names]
+    for w in weights:
+        if (type(w) is not nn.Parameter or not w.is_cpu or w.dtype is not dtype
+                or not w.is_contiguous()):
+            return None
+    return weights
+
+
+_RNN_CELL_MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
+# A cell's weights in fastrnn::rnn's order, by its ``bias``.
+_CELL_WEIGHTS = {True: ("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
+                 False: ("weight_ih", "weight_hh")}
+
+
 class _FastRNNBase:
     """forward() shared by RNN, LSTM and GRU; the torch base class provides everything else."""
 
@@ -123,7 +164,50 @@ class _FastRNNBase:
         self._update_flat_weights()
         return self._flat_weights
 
+    def _stream(self, input, hx):
+        """The common inference call, checked and run with the least Python: streaming one step
+        at a time pays this per step (the general path below costs ~20 us, the kernels of a
+        small step a few). Taken for padded input on plain CPU tensors outside autograd,
+        autocast, compile and functorch, without active dropout, when everything torch's checks
+        look at is as they require; returns None for any other call, which the general path then
+        runs (and raises torch's error for, if the call is wrong)."""
+        if (_outside_fast_path(input) or input.dim() != 3
+                or (self.training and self.dropout > 0 and self.num_layers > 1)):
+            return None
+        T, B, input_size = input.shape
+        if self.batch_first:
+            # [B, T, I] and [T, B, I] are the same memory when either is 1; else transposes
+            if T != 1 and B != 1:
+                return None
+            T, B = B, T
+        if T == 0 or B == 0 or input_size != self.input_size:
+            return None
+        dtype, is_lstm = input.dtype, self.mode == "LSTM"
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        states = None if hx is None else (hx if is_lstm else (hx,))
+        if not _plain_states(states, 2 if is_lstm else 1, dtype,
+                             (layers, B, self.proj_size or self.hidden_size),
+                             (layers, B, self.hidden_size)):
+            return None
+        weights = _plain_weights(self._parameters, self._flat_weights_names, dtype)
+        if weights is None:
+            return None
+        h0 = states[0].contiguous() if states else None
+        c0 = states[1].contiguous() if is_lstm and states else None
+        input = input.contiguous()
+        if self.batch_first:
+            input = input.view(T, B, input_size)
+        output, hy, cy = _ops.stream_forward(input, weights, h0, c0, self.mode,
+                                             self.num_layers, self.bidirectional, self.proj_size,
+                                             self.bias)
+        if self.batch_first:
+            output = output.view(B, T, output.shape[2])
+        return output, ((hy, cy) if is_lstm else hy)
+
     def forward(self, input, hx=None):
+        streamed = self._stream(input, hx)
+        if streamed is not None:
+            return streamed
         weights = self._weights()
         is_lstm = self.mode == "LSTM"
         orig_input = input
@@ -210,10 +294,33 @@ class _FastCellBase:
 
     _MODE: str
 
-    def _mode(self) -> str:
+    def _mode(self) -> Optional[str]:
+        """The cell's name in fastrnn::rnn; None for an RNNCell nonlinearity it does not know."""
         return self._MODE
 
+    def _stream(self, input: Tensor, hx, is_lstm: bool):
+        """_FastRNNBase._stream for a cell: batched input [B, I], states [B, H]."""
+        if (_outside_fast_path(input) or input.dim() != 2 or input.size(0) == 0
+                or input.size(1) != self.input_size):
+            return None
+        dtype, batch, mode = input.dtype, input.size(0), self._mode()
+        states = None if hx is None else (hx if is_lstm else (hx,))
+        if mode is None or not _plain_states(states, 2 if is_lstm else 1, dtype,
+                                             (batch, self.hidden_size)):
+            return None
+        weights = _plain_weights(self._parameters, _CELL_WEIGHTS[self.bias], dtype)
+        if weights is None:
+            return None
+        h0 = states[0].contiguous() if states else None
+        c0 = states[1].contiguous() if is_lstm and states else None
+        h, _, c = _ops.stream_forward(input.contiguous(), weights, h0, c0, mode, 1, False, 0,
+                                      self.bias)
+        return (h, c) if is_lstm else h
+
     def _step(self, input: Tensor, hx, is_lstm: bool):
+        streamed = self._stream(input, hx, is_lstm)
+        if streamed is not None:
+            return streamed
         name = type(self).__name__
         if input.dim() not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
@@ -246,6 +353,8 @@ class _FastCellBase:
         if self.bias:
             weights += [self.bias_ih, self.bias_hh]
         mode = self._mode()
+        if mode is None:
+            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
         input, weights, states, result_dtype = _autocast(input, weights, states,
                                                          mode.startswith("RNN"))
         if input.dtype != weights[0].dtype:
@@ -268,10 +377,8 @@ class _FastCellBase:
 class RNNCell(_FastCellBase, nn.RNNCell):
     """``torch.nn.RNNCell`` (tanh or relu) on fastrnn's kernels."""
 
-    def _mode(self) -> str:
-        if self.nonlinearity not in ("tanh", "relu"):
-            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        return "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
+    def _mode(self) -> Optional[str]:
+        return _RNN_CELL_MODES.get(self.nonlinearity)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         return self._step(input, hx, is_lstm=False)
