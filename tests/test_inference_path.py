@@ -46,14 +46,16 @@ def general_calls(monkeypatch):
 
 
 def sequence_inputs(module, T, B, batch_first, with_state, dtype):
+    """Input and state for T steps of B sequences; B = None: one sequence, unbatched."""
     D = 2 if module.bidirectional else 1
     out = module.proj_size or module.hidden_size
-    x = torch.randn((B, T, I) if batch_first else (T, B, I), dtype=dtype)
+    lead = (module.num_layers * D,) if B is None else (module.num_layers * D, B)
+    x = torch.randn((T, I) if B is None else (B, T, I) if batch_first else (T, B, I), dtype=dtype)
     if not with_state:
         return x, None
-    h0 = torch.randn(module.num_layers * D, B, out, dtype=dtype)
+    h0 = torch.randn(*lead, out, dtype=dtype)
     if isinstance(module, nn.LSTM):
-        return x, (h0, torch.randn(module.num_layers * D, B, H, dtype=dtype))
+        return x, (h0, torch.randn(*lead, H, dtype=dtype))
     return x, h0
 
 
@@ -72,7 +74,7 @@ def flat(result):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("with_state", [False, True], ids=["zeros", "state"])
-@pytest.mark.parametrize("T,B", [(1, 1), (5, 1), (1, 3), (4, 3)])
+@pytest.mark.parametrize("T,B", [(1, 1), (5, 1), (1, 3), (4, 3), (1, None), (4, None)])
 @pytest.mark.parametrize("batch_first", [False, True], ids=["TBI", "BTI"])
 @pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)], ids=["L1", "L2_bi"])
 @pytest.mark.parametrize("mode", list(MODULES))
@@ -80,8 +82,9 @@ def test_module_inference_vs_torch_and_training_forward(mode, layers, bidirectio
                                                         T, B, with_state, dtype, general_calls,
                                                         assert_close):
     """Under no_grad: torch's results, and the same bits as the same call with autograd (the
-    training forward, through the general path). The fast path takes every such call except
-    batch-first input with T > 1 and B > 1, which would need a transpose."""
+    training forward, through the general path). The fast path takes every such call, batched
+    (B given) or not, except batch-first input with T > 1 and B > 1 (it would need a
+    transpose)."""
     torch_cls, extra = MODULES[mode]
     ref, mod = make_pair(torch_cls, I, H, num_layers=layers, bidirectional=bidirectional,
                          batch_first=batch_first, dtype=dtype, **extra)
@@ -89,7 +92,7 @@ def test_module_inference_vs_torch_and_training_forward(mode, layers, bidirectio
     with torch.no_grad():
         expected = flat(reference(ref, x, hx))
         fast = flat(mod(x, hx))
-    streamed = not (batch_first and T > 1 and B > 1)
+    streamed = not (batch_first and B is not None and T > 1 and B > 1)
     assert len(general_calls) == (0 if streamed else 1)
     trained = flat(mod(x, hx))
     assert all(t.requires_grad for t in trained)
@@ -125,9 +128,9 @@ def test_cell_inference_vs_torch_and_training_forward(cell, batch, with_state, d
         assert torch.equal(a, c.detach())
 
 
-def test_calls_the_fast_path_leaves_to_the_general_path(general_calls, assert_close):
-    """Each call below runs correctly, on the general path: its first call is the fast path's
-    reference case, the others differ from it in one way each."""
+def test_which_calls_take_the_fast_path(general_calls, assert_close):
+    """Variants of one inference call, each differing from the first in one way: each gives
+    torch's results, on the path it should take."""
     ref, mod = make_pair(nn.LSTM, I, H, num_layers=2, dropout=0.5)
     mod.eval(), ref.eval()
     x = torch.randn(4, 2, I)
@@ -142,7 +145,8 @@ def test_calls_the_fast_path_leaves_to_the_general_path(general_calls, assert_cl
         general_calls.clear()
         with torch.no_grad():
             got, want = flat(mod(*args())), flat(ref(*args()))
-        assert len(general_calls) == (0 if name in ("reference", "non_contiguous_input") else 1), name
+        fast = ("reference", "unbatched", "non_contiguous_input")
+        assert len(general_calls) == (0 if name in fast else 1), name
         for a, b in zip(got, want):
             assert_close(a, b, torch.float32, msg=lambda m, n=name: f"{n}: {m}")
 

@@ -240,25 +240,18 @@ def _run_forward(native: _Native, context, tensors, shapes, keep_reserve: bool):
 
 def stream_forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
                    cx: Optional[Tensor], cell: str, num_layers: int, bidirectional: bool,
-                   proj_size: int, has_bias: bool):
+                   proj_size: int, has_bias: bool, steps: int, batch: int, shapes):
     """``run_rnn`` for a call its module has found to be the common inference case, with the
     least Python (streaming pays it per step): every tensor a plain contiguous CPU tensor of
-    input's dtype (float32 or float64), hx / cx of the expected shapes or None, no dropout, no
-    autograd, autocast or compile. Input [T, B, I] (T, B > 0) with results as run_rnn's; or
-    [B, I], a cell's step: one layer, T = 1, states and results [B, H].
-    Returns (output, hy, cy), cy None unless LSTM."""
-    D = 2 if bidirectional else 1
+    input's dtype (float32 or float64), hx / cx of the expected sizes or None, no dropout, no
+    autograd, autocast or compile. ``input`` holds steps x batch rows (both > 0) laid out as
+    [T, B, I], whatever its shape ([T, I] unbatched, [B, I] a cell's step); hx and cx likewise
+    hold [L*D, B, *]. ``shapes``: those of output, hy and cy (None unless LSTM) as the caller
+    returns them, in the same layouts. Returns (output, hy, cy)."""
+    input_size = input.shape[-1]
     hidden = weights[1].shape[0] // CELL_GATES[cell]
-    out = proj_size or hidden
-    if input.dim() == 2:
-        (B, input_size), T = input.shape, 1
-        shapes = ((B, out), (B, out), (B, hidden) if cell == "LSTM" else None)
-    else:
-        T, B, input_size = input.shape
-        shapes = ((T, B, D * out), (num_layers * D, B, out),
-                  (num_layers * D, B, hidden) if cell == "LSTM" else None)
-    native = _cpu_native((_CELL_KIND_CODES[cell], num_layers, D, input_size, hidden, proj_size,
-                          has_bias, T, B, ()), input.dtype)
+    native = _cpu_native((_CELL_KIND_CODES[cell], num_layers, 2 if bidirectional else 1,
+                          input_size, hidden, proj_size, has_bias, steps, batch, ()), input.dtype)
     return _run_forward(native, (torch.get_num_threads(),), (input, weights, hx, cx, ()), shapes,
                         False)[:3]
 

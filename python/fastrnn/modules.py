@@ -167,41 +167,46 @@ class _FastRNNBase:
     def _stream(self, input, hx):
         """The common inference call, checked and run with the least Python: streaming one step
         at a time pays this per step (the general path below costs ~20 us, the kernels of a
-        small step a few). Taken for padded input on plain CPU tensors outside autograd,
+        small step a few). Taken for padded or unbatched input on plain CPU tensors outside autograd,
         autocast, compile and functorch, without active dropout, when everything torch's checks
         look at is as they require; returns None for any other call, which the general path then
         runs (and raises torch's error for, if the call is wrong)."""
-        if (_outside_fast_path(input) or input.dim() != 3
+        if (_outside_fast_path(input)
                 or (self.training and self.dropout > 0 and self.num_layers > 1)):
             return None
-        T, B, input_size = input.shape
-        if self.batch_first:
-            # [B, T, I] and [T, B, I] are the same memory when either is 1; else transposes
-            if T != 1 and B != 1:
-                return None
-            T, B = B, T
+        # The native core reads [T, B, I]. Unbatched [T, I] is that memory with B = 1, and so is
+        # batch-first [B, T, I] when T or B is 1; other batch-first input would need a transpose.
+        if input.dim() == 3:
+            T, B, input_size = input.shape
+            if self.batch_first:
+                if T != 1 and B != 1:
+                    return None
+                T, B = B, T
+        elif input.dim() == 2:
+            (T, input_size), B = input.shape, 1
+        else:
+            return None
         if T == 0 or B == 0 or input_size != self.input_size:
             return None
-        dtype, is_lstm = input.dtype, self.mode == "LSTM"
-        layers = self.num_layers * (2 if self.bidirectional else 1)
+        dtype, is_lstm, hidden = input.dtype, self.mode == "LSTM", self.hidden_size
+        out, layers = self.proj_size or hidden, self.num_layers * (2 if self.bidirectional else 1)
+        batched = input.dim() == 3
+        state_lead = (layers, B) if batched else (layers,)
         states = None if hx is None else (hx if is_lstm else (hx,))
-        if not _plain_states(states, 2 if is_lstm else 1, dtype,
-                             (layers, B, self.proj_size or self.hidden_size),
-                             (layers, B, self.hidden_size)):
+        if not _plain_states(states, 2 if is_lstm else 1, dtype, state_lead + (out,),
+                             state_lead + (hidden,)):
             return None
         weights = _plain_weights(self._parameters, self._flat_weights_names, dtype)
         if weights is None:
             return None
-        h0 = states[0].contiguous() if states else None
-        c0 = states[1].contiguous() if is_lstm and states else None
-        input = input.contiguous()
-        if self.batch_first:
-            input = input.view(T, B, input_size)
-        output, hy, cy = _ops.stream_forward(input, weights, h0, c0, self.mode,
-                                             self.num_layers, self.bidirectional, self.proj_size,
-                                             self.bias)
-        if self.batch_first:
-            output = output.view(B, T, output.shape[2])
+        width = (2 if self.bidirectional else 1) * out
+        output_shape = ((B, T, width) if self.batch_first else (T, B, width)) if batched else \
+            (T, width)
+        output, hy, cy = _ops.stream_forward(
+            input.contiguous(), weights, states[0].contiguous() if states else None,
+            states[1].contiguous() if is_lstm and states else None, self.mode, self.num_layers,
+            self.bidirectional, self.proj_size, self.bias, T, B,
+            (output_shape, state_lead + (out,), state_lead + (hidden,) if is_lstm else None))
         return output, ((hy, cy) if is_lstm else hy)
 
     def forward(self, input, hx=None):
@@ -311,10 +316,11 @@ class _FastCellBase:
         weights = _plain_weights(self._parameters, _CELL_WEIGHTS[self.bias], dtype)
         if weights is None:
             return None
-        h0 = states[0].contiguous() if states else None
-        c0 = states[1].contiguous() if is_lstm and states else None
-        h, _, c = _ops.stream_forward(input.contiguous(), weights, h0, c0, mode, 1, False, 0,
-                                      self.bias)
+        state_shape = (batch, self.hidden_size)
+        h, _, c = _ops.stream_forward(
+            input.contiguous(), weights, states[0].contiguous() if states else None,
+            states[1].contiguous() if is_lstm and states else None, mode, 1, False, 0, self.bias,
+            1, batch, (state_shape, state_shape, state_shape if is_lstm else None))
         return (h, c) if is_lstm else h
 
     def _step(self, input: Tensor, hx, is_lstm: bool):
