@@ -248,10 +248,10 @@ def stream_forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
     [T, B, I], whatever its shape ([T, I] unbatched, [B, I] a cell's step); hx and cx likewise
     hold [L*D, B, *]. ``shapes``: those of output, hy and cy (None unless LSTM) as the caller
     returns them, in the same layouts. Returns (output, hy, cy)."""
-    input_size = input.shape[-1]
     hidden = weights[1].shape[0] // CELL_GATES[cell]
-    native = _cpu_native((_CELL_KIND_CODES[cell], num_layers, 2 if bidirectional else 1,
-                          input_size, hidden, proj_size, has_bias, steps, batch, ()), input.dtype)
+    sizes = (steps, batch, steps * batch, hidden, proj_size or hidden, 2 if bidirectional else 1)
+    fields = _desc_fields(sizes, input.shape[-1], cell, num_layers, proj_size, has_bias, None)
+    native = _cpu_native(fields, input.dtype)
     return _run_forward(native, (torch.get_num_threads(),), (input, weights, hx, cx, ()), shapes,
                         False)[:3]
 

@@ -84,17 +84,19 @@ def _outside_fast_path(input) -> bool:
             or torch._C._are_functorch_transforms_active())
 
 
-def _plain_states(states, count: int, dtype: torch.dtype, shape, cell_shape=None) -> bool:
-    """Initial states fit for the fast path: None, or a tuple of ``count`` plain CPU tensors of
-    ``dtype``, h shaped ``shape`` and c ``cell_shape`` (default: ``shape``)."""
-    if states is None:
-        return True
-    if type(states) is not tuple or len(states) != count:
-        return False
-    for h, want in zip(states, (shape, cell_shape or shape)):
+def _plain_states(hx, is_lstm: bool, dtype: torch.dtype, shape, cell_shape):
+    """``hx`` as the fast path passes it on: (h0, c0), each contiguous, c0 None unless LSTM and
+    both None without hx. None when hx does not fit the fast path: it must be absent, or plain
+    CPU tensors of ``dtype`` (a tuple of two for LSTM), h shaped ``shape`` and c ``cell_shape``."""
+    if hx is None:
+        return None, None
+    states = hx if is_lstm else (hx,)
+    if type(states) is not tuple or len(states) != (2 if is_lstm else 1):
+        return None
+    for h, want in zip(states, (shape, cell_shape)):
         if type(h) is not Tensor or not h.is_cpu or h.dtype is not dtype or h.shape != want:
-            return False
-    return True
+            return None
+    return states[0].contiguous(), (states[1].contiguous() if is_lstm else None)
 
 
 def _plain_weights(params, names, dtype: torch.dtype) -> Optional[List[Tensor]]:
@@ -176,7 +178,8 @@ class _FastRNNBase:
             return None
         # The native core reads [T, B, I]. Unbatched [T, I] is that memory with B = 1, and so is
         # batch-first [B, T, I] when T or B is 1; other batch-first input would need a transpose.
-        if input.dim() == 3:
+        batched = input.dim() == 3
+        if batched:
             T, B, input_size = input.shape
             if self.batch_first:
                 if T != 1 and B != 1:
@@ -190,11 +193,9 @@ class _FastRNNBase:
             return None
         dtype, is_lstm, hidden = input.dtype, self.mode == "LSTM", self.hidden_size
         out, layers = self.proj_size or hidden, self.num_layers * (2 if self.bidirectional else 1)
-        batched = input.dim() == 3
         state_lead = (layers, B) if batched else (layers,)
-        states = None if hx is None else (hx if is_lstm else (hx,))
-        if not _plain_states(states, 2 if is_lstm else 1, dtype, state_lead + (out,),
-                             state_lead + (hidden,)):
+        states = _plain_states(hx, is_lstm, dtype, state_lead + (out,), state_lead + (hidden,))
+        if states is None:
             return None
         weights = _plain_weights(self._parameters, self._flat_weights_names, dtype)
         if weights is None:
@@ -203,8 +204,7 @@ class _FastRNNBase:
         output_shape = ((B, T, width) if self.batch_first else (T, B, width)) if batched else \
             (T, width)
         output, hy, cy = _ops.stream_forward(
-            input.contiguous(), weights, states[0].contiguous() if states else None,
-            states[1].contiguous() if is_lstm and states else None, self.mode, self.num_layers,
+            input.contiguous(), weights, *states, self.mode, self.num_layers,
             self.bidirectional, self.proj_size, self.bias, T, B,
             (output_shape, state_lead + (out,), state_lead + (hidden,) if is_lstm else None))
         return output, ((hy, cy) if is_lstm else hy)
@@ -308,19 +308,16 @@ class _FastCellBase:
         if (_outside_fast_path(input) or input.dim() != 2 or input.size(0) == 0
                 or input.size(1) != self.input_size):
             return None
-        dtype, batch, mode = input.dtype, input.size(0), self._mode()
-        states = None if hx is None else (hx if is_lstm else (hx,))
-        if mode is None or not _plain_states(states, 2 if is_lstm else 1, dtype,
-                                             (batch, self.hidden_size)):
+        dtype, mode, state_shape = input.dtype, self._mode(), (input.size(0), self.hidden_size)
+        states = _plain_states(hx, is_lstm, dtype, state_shape, state_shape)
+        if mode is None or states is None:
             return None
         weights = _plain_weights(self._parameters, _CELL_WEIGHTS[self.bias], dtype)
         if weights is None:
             return None
-        state_shape = (batch, self.hidden_size)
         h, _, c = _ops.stream_forward(
-            input.contiguous(), weights, states[0].contiguous() if states else None,
-            states[1].contiguous() if is_lstm and states else None, mode, 1, False, 0, self.bias,
-            1, batch, (state_shape, state_shape, state_shape if is_lstm else None))
+            input.contiguous(), weights, *states, mode, 1, False, 0, self.bias, 1,
+            state_shape[0], (state_shape, state_shape, state_shape if is_lstm else None))
         return (h, c) if is_lstm else h
 
     def _step(self, input: Tensor, hx, is_lstm: bool):
