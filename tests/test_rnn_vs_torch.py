@@ -370,6 +370,16 @@ def test_streamed_steps_on_two_threads_vs_torch(mode, T, B, rng, assert_close):
 
 
 @pytest.mark.parametrize("mode", SIZED_MODES)
+@pytest.mark.parametrize("B", [1, 3])
+def test_batch1_steps_in_groups_on_two_threads_vs_torch(mode, B, rng, assert_close):
+    """12 steps of 1 or 3 rows with H=300 on two threads, forward and backward: a step of a
+    single row tile runs its products in groups of 8 unit blocks before their cells' epilogues,
+    and with 300 units each thread has more than a group, the last block partial (on every
+    ISA), so a second, short group follows. Backward steps keep one barrier each."""
+    compare_on_two_threads(mode, 20, 300, 150, 12, B, rng, assert_close)
+
+
+@pytest.mark.parametrize("mode", SIZED_MODES)
 def test_small_steps_wide_input_on_two_threads_vs_torch(mode, rng, assert_close):
     """Steps too small to share (B*O*G*H < 2^15: H=40, B=4) with a wide input (I=300) over 20
     steps, a chunk of 16 steps and a short one: the recurrence runs on one thread and each

@@ -110,7 +110,14 @@ inline void accumulate_rows(int rows, int64_t K, MatA<T> a, const T* panel,
 template <int G, class T, class Epilogue>
 inline void tile(int rows, int64_t K, MatA<T> a, const T* panel, Epilogue&& epilogue) {
   VecOf<T> acc[tile_rows<G>()][G];
-  accumulate_rows<G, tile_rows<G>()>(rows, K, a, panel, acc);
+  // One row (a batch-1 step) is common enough to get its own call: the compiler inlines the
+  // one-row kernel here, where the walk down from tile_rows would be calls through its levels.
+  // RNN tanh B=1 H=128: 1.38 -> 1.17 us per step (bench/kernels/NOTES.md, session 9).
+  if (rows == 1) {
+    accumulate_rows<G, 1>(1, K, a, panel, acc);
+  } else {
+    accumulate_rows<G, tile_rows<G>()>(rows, K, a, panel, acc);
+  }
   epilogue(acc);
 }
 
