@@ -165,6 +165,35 @@ def test_export_inference_model(assert_close):
 
 
 # ------------------------------------------------------------------------------------------
+# torch.jit.trace: it records only what passes the dispatcher, so under tracing every call must
+# take the ops (the direct paths would leave the trace with empty tensors in place of results).
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # torch's own shape checks warn too
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+def test_jit_trace_records_the_ops(grad, tmp_path, assert_close):
+    model = _Tagger()
+    with torch.set_grad_enabled(grad):
+        traced = torch.jit.trace(model, _tagger_batch(), check_trace=False)
+    kinds = [node.kind() for node in traced.inlined_graph.nodes()]
+    assert kinds.count("fastrnn::rnn") == 4  # lstm, gru, rnn, cell
+    assert kinds.count("fastrnn::ctc_loss") == 2
+    assert "prim::PythonOp" not in kinds  # saved and loaded without Python
+    torch.jit.save(traced, tmp_path / "tagger.pt")
+    loaded = torch.jit.load(tmp_path / "tagger.pt")
+    fresh = _tagger_batch()
+    want_loss, want_grads = _loss_and_grads(model, *fresh)
+    for runner in (traced, loaded):
+        with torch.no_grad():
+            assert_close(runner(*fresh), want_loss)
+        got_loss, got_grads = _loss_and_grads(runner, *fresh)
+        assert_close(got_loss, want_loss)
+        for got, want in zip(got_grads, want_grads):
+            assert_close(got, want)
+
+
+# ------------------------------------------------------------------------------------------
 # opcheck: the cases test_rnn_ops.py (RNN tanh/relu, LSTM, with states and masks) does not cover
 
 

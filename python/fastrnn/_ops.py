@@ -275,8 +275,9 @@ def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opti
             batch_sizes: Optional[Tensor], dropout_masks: List[Tensor], cell: str,
             num_layers: int, bidirectional: bool, proj_size: int, has_bias: bool):
     """``fastrnn::rnn`` as the modules call it; returns (output, hy, cy). The op runs only where
-    the dispatcher is needed (torch.compile, functorch transforms, tensor subclasses such as
-    FakeTensor, devices other than the CPU). Otherwise the same kernels run without its dispatch
+    the dispatcher is needed (torch.compile, torch.jit.trace, which records only what passes
+    the dispatcher, functorch transforms, tensor subclasses such as FakeTensor, devices other
+    than the CPU). Otherwise the same kernels run without its dispatch
     overhead: through _EagerRnn when autograd is needed, else directly, keeping no reserve,
     which matters for streaming one step at a time and, through the CPU core's inference pass,
     for long sequences (its scratch holds a chunk of steps, not the whole sequence)."""
@@ -284,6 +285,7 @@ def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opti
             proj_size, has_bias)
     tensors = (input, hx, cx, *weights)
     if (torch.compiler.is_compiling()
+            or torch._C._get_tracing_state() is not None
             or not input.is_cpu  # meta tensors take the fake kernel, others error
             or torch._C._are_functorch_transforms_active()
             or any(t is not None and type(t) not in _PLAIN_TENSOR_TYPES for t in tensors)):

@@ -339,7 +339,10 @@ def _ctc(input, targets, input_lengths, target_lengths, blank, reduction, zero_i
     p = _prepare(input, targets, input_lengths, target_lengths, blank, reduction,
                  "logits" if from_logits else "log_probs")
     # Without a backward to come, the (B, T, 2S+1) forward variables are not stored at all.
-    need_alpha = torch.is_grad_enabled() and p["input"].requires_grad
+    # torch.jit.trace records the flag as a constant: a traced graph keeps them, so that it
+    # runs with autograd too, whichever mode it was traced in.
+    need_alpha = ((torch.is_grad_enabled() and p["input"].requires_grad)
+                  or torch._C._get_tracing_state() is not None)
     loss, _, _ = _ctc_loss_op(p["input"], p["targets"], p["target_offsets"], p["input_lengths"],
                               p["target_lengths"], p["max_target"], blank, bool(zero_infinity),
                               from_logits, need_alpha)

@@ -77,10 +77,12 @@ def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
 
 def _outside_fast_path(input) -> bool:
     """True unless ``input`` is a plain float32/float64 CPU tensor and nothing needs the general
-    path: no autograd, autocast, compile or functorch transform (see _FastRNNBase._stream)."""
+    path: no autograd, autocast, compile, tracing or functorch transform (see
+    _FastRNNBase._stream)."""
     return (torch.is_grad_enabled() or type(input) is not Tensor or not input.is_cpu
             or (input.dtype is not torch.float32 and input.dtype is not torch.float64)
             or torch._C._is_any_autocast_enabled() or torch.compiler.is_compiling()
+            or torch._C._get_tracing_state() is not None
             or torch._C._are_functorch_transforms_active())
 
 
