@@ -72,6 +72,11 @@ def flat(result):
     return [out] + (list(state) if isinstance(state, tuple) else [state])
 
 
+def same_strides(a, b):
+    """The same strides along every dimension longer than 1 (the others are never stepped)."""
+    return all(x == y for x, y, n in zip(a.stride(), b.stride(), a.shape) if n > 1)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("with_state", [False, True], ids=["zeros", "state"])
 @pytest.mark.parametrize("T,B", [(1, 1), (5, 1), (1, 3), (4, 3), (1, None), (4, None)])
@@ -81,10 +86,9 @@ def flat(result):
 def test_module_inference_vs_torch_and_training_forward(mode, layers, bidirectional, batch_first,
                                                         T, B, with_state, dtype, general_calls,
                                                         assert_close):
-    """Under no_grad: torch's results, and the same bits as the same call with autograd (the
-    training forward, through the general path). The fast path takes every such call, batched
-    (B given) or not, except batch-first input with T > 1 and B > 1 (it would need a
-    transpose)."""
+    """Under no_grad: torch's results, with torch's strides (batch-first output is a transposed
+    view when T, B > 1), and the same bits as the same call with autograd (the training forward,
+    through the general path). The fast path takes every such call, batched (B given) or not."""
     torch_cls, extra = MODULES[mode]
     ref, mod = make_pair(torch_cls, I, H, num_layers=layers, bidirectional=bidirectional,
                          batch_first=batch_first, dtype=dtype, **extra)
@@ -92,13 +96,13 @@ def test_module_inference_vs_torch_and_training_forward(mode, layers, bidirectio
     with torch.no_grad():
         expected = flat(reference(ref, x, hx))
         fast = flat(mod(x, hx))
-    streamed = not (batch_first and B is not None and T > 1 and B > 1)
-    assert len(general_calls) == (0 if streamed else 1)
+    assert general_calls == []
     trained = flat(mod(x, hx))
     assert all(t.requires_grad for t in trained)
     for name, a, b, c in zip(("output", "h_n", "c_n"), fast, expected, trained):
         assert not a.requires_grad
         assert a.shape == b.shape and a.dtype == b.dtype
+        assert same_strides(a, b), f"{name}: strides {a.stride()}, torch's {b.stride()}"
         assert_close(a, b, dtype, msg=lambda m, n=name: f"{n}: {m}")
         assert torch.equal(a, c.detach()), f"{name}: differs from the training forward"
 

@@ -179,14 +179,15 @@ class _FastRNNBase:
                 or (self.training and self.dropout > 0 and self.num_layers > 1)):
             return None
         # The native core reads [T, B, I]. Unbatched [T, I] is that memory with B = 1, and so is
-        # batch-first [B, T, I] when T or B is 1; other batch-first input would need a transpose.
-        batched = input.dim() == 3
+        # batch-first [B, T, I] when T or B is 1. Other batch-first input is copied time-major
+        # and its output returned as a transposed view, as the general path (and torch) does.
+        batched, transposed = input.dim() == 3, False
         if batched:
             T, B, input_size = input.shape
             if self.batch_first:
-                if T != 1 and B != 1:
-                    return None
                 T, B = B, T
+                if T != 1 and B != 1:
+                    input, transposed = input.transpose(0, 1), True
         elif input.dim() == 2:
             (T, input_size), B = input.shape, 1
         else:
@@ -203,13 +204,13 @@ class _FastRNNBase:
         if weights is None:
             return None
         width = (2 if self.bidirectional else 1) * out
-        output_shape = ((B, T, width) if self.batch_first else (T, B, width)) if batched else \
-            (T, width)
+        output_shape = ((B, T, width) if self.batch_first and not transposed else (T, B, width)) \
+            if batched else (T, width)
         output, hy, cy = _ops.stream_forward(
             input.contiguous(), weights, *states, self.mode, self.num_layers,
             self.bidirectional, self.proj_size, self.bias, T, B,
             (output_shape, state_lead + (out,), state_lead + (hidden,) if is_lstm else None))
-        return output, ((hy, cy) if is_lstm else hy)
+        return output.transpose(0, 1) if transposed else output, ((hy, cy) if is_lstm else hy)
 
     def forward(self, input, hx=None):
         streamed = self._stream(input, hx)
