@@ -193,6 +193,18 @@ def test_jit_trace_records_the_ops(grad, tmp_path, assert_close):
             assert_close(got, want)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
+def test_jit_script_refused_with_a_clear_error():
+    """TorchScript cannot compile fastrnn's forwards: every module kind, also inside a model,
+    says so and points to the tools that work, instead of the compiler's error about a line."""
+    for model, name in ((_Tagger(), "LSTM"), (fastrnn.GRUCell(3, 4), "GRUCell"),
+                        (fastrnn.CTCLoss(), "CTCLoss")):
+        with pytest.raises(RuntimeError, match=rf"fastrnn\.{name} cannot be compiled by "
+                                               r"torch\.jit\.script.*torch\.jit\.trace"):
+            torch.jit.script(model)
+    torch.jit.script(nn.LSTM(3, 4))  # torch's own modules are left alone
+
+
 # ------------------------------------------------------------------------------------------
 # opcheck: the cases test_rnn_ops.py (RNN tanh/relu, LSTM, with states and masks) does not cover
 

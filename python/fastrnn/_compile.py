@@ -1,4 +1,5 @@
-"""Lets ``torch.compile`` trace fastrnn's RNN/LSTM/GRU modules without a graph break.
+"""Lets ``torch.compile`` trace fastrnn's RNN/LSTM/GRU modules without a graph break, and
+``torch.jit.script`` refuse them clearly (``refuse_torchscript``).
 
 Dynamo refuses to trace any instance of ``nn.RNN``/``nn.GRU``/``nn.LSTM`` (an ``isinstance`` check
 in ``VariableBuilder.wrap_module``, switched off only by the global
@@ -22,7 +23,16 @@ import importlib.abc
 import importlib.machinery
 import sys
 
-__all__ = ["install_dynamo_support"]
+__all__ = ["install_dynamo_support", "refuse_torchscript"]
+
+
+def refuse_torchscript(module) -> None:
+    """fastrnn's modules as their ``__prepare_scriptable__``, which ``torch.jit.script`` calls on
+    every module before compiling it: their forwards are Python around custom ops, not
+    TorchScript, and the compiler's own error would point at whichever line it fails on first."""
+    raise RuntimeError(
+        f"fastrnn.{type(module).__name__} cannot be compiled by torch.jit.script (its forward is "
+        "not TorchScript); torch.jit.trace, torch.export and torch.compile record its custom ops")
 
 _BUILDER = "torch._dynamo.variables.builder"
 

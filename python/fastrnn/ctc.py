@@ -31,6 +31,7 @@ from torch import Tensor
 
 from . import _C
 from ._backend import cuda_module, native_dtype
+from ._compile import refuse_torchscript
 from ._ops import autocast_dtype
 
 __all__ = ["CTCLoss", "ctc_loss", "ctc_loss_from_logits"]
@@ -383,6 +384,8 @@ def ctc_loss_from_logits(logits: Tensor, targets: Tensor, input_lengths: Lengths
 
 class CTCLoss(torch.nn.CTCLoss):
     """``torch.nn.CTCLoss`` computed by fastrnn; constructor, attributes and state are torch's."""
+
+    __prepare_scriptable__ = refuse_torchscript
 
     def forward(self, log_probs: Tensor, targets: Tensor, input_lengths: Lengths,
                 target_lengths: Lengths) -> Tensor:

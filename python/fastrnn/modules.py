@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _ops
+from ._compile import refuse_torchscript
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
@@ -122,6 +123,8 @@ _CELL_WEIGHTS = {True: ("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
 
 class _FastRNNBase:
     """forward() shared by RNN, LSTM and GRU; the torch base class provides everything else."""
+
+    __prepare_scriptable__ = refuse_torchscript
 
     def _dropout_masks(self, input: Tensor) -> List[Tensor]:
         """Masks between layers from torch's RNG (so torch.manual_seed makes runs repeatable),
@@ -300,6 +303,7 @@ class GRU(_FastRNNBase, nn.GRU):
 class _FastCellBase:
     """forward() shared by the cells: one step of a one-layer stack through ``fastrnn::rnn``."""
 
+    __prepare_scriptable__ = refuse_torchscript
     _MODE: str
 
     def _mode(self) -> Optional[str]:
