@@ -7,8 +7,8 @@
 //             Xg = X W_ih^T + b_ih into the gate block, so that the block is still in its cache
 //             when the steps read it. Then, per step, it computes h_{t-1} W_hh^T for its slice
 //             from a packed copy of W_hh that stays in its cache for the whole sequence, with the
-//             cell's pointwise math fused into the product's epilogue (which overwrites Xg in
-//             place with what backward needs); a spin barrier separates steps. With a projection
+//             cell's pointwise math fused into the product's epilogue (which, in training,
+//             overwrites Xg in place with what backward needs); a spin barrier separates steps. With a projection
 //             (LSTM proj_size) a second phase computes r_t = h_t W_hr^T split by output columns.
 //             Training writes the gate block into the reserve; inference (no reserve) into
 //             scratch for one chunk, reused, and keeps nothing else.
@@ -115,9 +115,9 @@ class Driver {
       for_each_direction([&](int64_t d, int threads) {
         const SavedRows saved = reserve ? SavedRows{reserve + layout_.gates(N_, l, d),
                                                     reserve + layout_.cell(N_, l, d),
-                                                    reserve + layout_.hh(N_, l, d), false}
+                                                    reserve + layout_.hh(N_, l, d), false, true}
                                         : SavedRows{buf.dir[d].gates, nullptr, buf.dir[d].hh,
-                                                    !direct()};
+                                                    !direct(), false};
         forward_layer_direction(a, l, d, x_l, y_l, saved, buf.dir[d], threads);
       });
     }
@@ -214,13 +214,16 @@ class Driver {
   };
 
   // Where one (layer, direction)'s forward writes what backward needs: blocks of the reserve,
-  // with rows indexed from the sequence's first (training); or one chunk's rows of scratch,
-  // indexed from the chunk's first (per_chunk, inference), with no cells kept.
+  // with rows indexed from the sequence's first (training); or, in inference, scratch rows that
+  // hold the input projection only (no activations or cells kept: storing the activations cost
+  // a batch-1 LSTM step at H = 128 8%), one chunk's indexed from the chunk's first (per_chunk)
+  // or every row in direct mode.
   struct SavedRows {
-    T* gates;  // [rows, S*H]
+    T* gates;  // [rows, S*H]: the input projection, then in training the activations
     T* cells;  // [rows, H] (LSTM) or null
     T* hh;     // [rows, H] (P > 0)
     bool per_chunk;
+    bool training;
   };
 
   // The workspace of each pass, carved in one place (also used, with a null base, to size it).
@@ -466,7 +469,9 @@ class Driver {
             const V c_prev = Cell::kHasCell ? load(c_run + b * H_ + j0, nj) : V(T(0));
             V c(T(0)), h;
             Cell::forward(xp, hp, h_prev, c_prev, out, c, h);
-            for (int k = 0; k < S; ++k) store(out[k], srow + k * H_ + j0, nj);
+            if (saved.training) {
+              for (int k = 0; k < S; ++k) store(out[k], srow + k * H_ + j0, nj);
+            }
             if (Cell::kHasCell) {
               store(c, c_run + b * H_ + j0, nj);
               if (saved.cells) store(c, saved.cells + row * H_ + j0, nj);
