@@ -28,8 +28,12 @@ double ulps(float got, double want) {
 template <class Fn, class Ref>
 void check(const char* name, Fn fn, Ref ref, float lo, float hi, double bound) {
   std::vector<float> xs;
-  for (float x = lo; x < hi; x = std::nextafter(x, INFINITY) + std::fabs(x) * 3e-5f) xs.push_back(x);
-  for (float x : {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-45f, 3e-8f, -3e-8f, 0.3f, -0.3f}) xs.push_back(x);
+  for (float x = lo; x < hi; x = std::nextafter(x, INFINITY) + std::fabs(x) * 3e-5f) {
+    xs.push_back(x);
+  }
+  for (float x : {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-45f, 3e-8f, -3e-8f, 0.3f, -0.3f}) {
+    xs.push_back(x);
+  }
   while (xs.size() % V::kWidth) xs.push_back(0.5f);
   double worst = 0;
   float at = 0;

@@ -8,8 +8,9 @@
 //             when the steps read it. Then, per step, it computes h_{t-1} W_hh^T for its slice
 //             from a packed copy of W_hh that stays in its cache for the whole sequence, with the
 //             cell's pointwise math fused into the product's epilogue (which, in training,
-//             overwrites Xg in place with what backward needs); a spin barrier separates steps. With a projection
-//             (LSTM proj_size) a second phase computes r_t = h_t W_hr^T split by output columns.
+//             overwrites Xg in place with what backward needs); a spin barrier separates steps.
+//             With a projection (LSTM proj_size) a second phase computes r_t = h_t W_hr^T split
+//             by output columns.
 //             Training writes the gate block into the reserve; inference (no reserve) into
 //             scratch for one chunk, reused, and keeps nothing else.
 //             Direct mode (a handful of rows, see direct()) projects all rows at once instead.
