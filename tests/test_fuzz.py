@@ -4,7 +4,8 @@ Each example draws a whole configuration (cell, sizes, layers, directions, batch
 form, dtype, initial state; for CTC: sizes, blank, lengths including 0 and impossible alignments,
 reduction, zero_infinity, target layout, dtype, logits or log-probabilities) plus a seed for the
 tensors, runs torch and fastrnn on the same weights and inputs, and compares every output and
-gradient. A failure is shrunk by hypothesis to a minimal configuration and printed with the seed.
+gradient; an RNN's outputs under no_grad (the inference paths) must be its training forward's
+bits. A failure is shrunk by hypothesis to a minimal configuration and printed with the seed.
 
 Profiles (hypothesis settings profiles, chosen by FASTRNN_FUZZ_PROFILE):
   ci       (default) 50 examples per test, derandomized so that CI runs the same examples each
@@ -117,12 +118,17 @@ def rnn_inputs(cfg, module):
     return leaves, make
 
 
+def rnn_outputs(module, leaves, make):
+    """[output (a PackedSequence's data), h_n(, c_n)] of one call."""
+    out, state = quiet(lambda: module(*make(leaves)))
+    outs = [out.data if isinstance(out, PackedSequence) else out]
+    return outs + (list(state) if isinstance(state, tuple) else [state])
+
+
 def run_rnn(module, leaves, make, cfg):
     """Every output, then the gradients of a fixed random projection of them w.r.t. the leaves
     and the parameters."""
-    out, state = quiet(lambda: module(*make(leaves)))
-    outs = [out.data if isinstance(out, PackedSequence) else out]
-    outs += list(state) if isinstance(state, tuple) else [state]
+    outs = rnn_outputs(module, leaves, make)
     gen = torch.Generator().manual_seed(cfg["seed"] + 1)
     loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
     grads = torch.autograd.grad(loss, leaves + list(module.parameters()))
@@ -147,6 +153,10 @@ def test_fuzz_rnn_vs_torch(cfg, tol):
     names += [f"grad {n}" for n, _ in ref.named_parameters()]
     for name, a, b in zip(names, got, want):
         torch.testing.assert_close(a, b, **tol(cfg["dtype"]), msg=lambda m, n=name: f"{n}: {m}")
+    with torch.no_grad():  # the inference paths (fast path, no reserve): the same bits
+        inferred = rnn_outputs(mod, leaves, make)
+    for name, a, b in zip(names, inferred, got):
+        assert torch.equal(a, b), f"{name}: the no-grad call differs from the training forward"
 
 
 # --------------------------------------------------------------------------------------------------
