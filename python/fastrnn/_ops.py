@@ -22,7 +22,7 @@ from torch import Tensor
 from . import _C
 from ._backend import compute_dtype, cuda_module, native_dtype
 
-__all__ = ["rnn", "run_rnn", "stream_forward", "rnn_backward", "CELL_GATES"]
+__all__ = ["rnn", "run_rnn", "stream_forward", "capturing", "rnn_backward", "CELL_GATES"]
 
 # Gates per cell (G): rows of W_ih / W_hh are G * hidden_size.
 CELL_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
@@ -271,6 +271,13 @@ rnn = torch.library.custom_op("fastrnn::rnn", mutates_args=())(_rnn_impl)
 _PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
 
 
+def capturing() -> bool:
+    """True under torch.compile, torch.jit.trace or a functorch transform: each sees only what
+    passes the dispatcher, so the calls it captures or transforms must go through the op."""
+    return (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
+            or torch._C._are_functorch_transforms_active())
+
+
 def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
             batch_sizes: Optional[Tensor], dropout_masks: List[Tensor], cell: str,
             num_layers: int, bidirectional: bool, proj_size: int, has_bias: bool):
@@ -284,10 +291,8 @@ def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opti
     args = (input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
             proj_size, has_bias)
     tensors = (input, hx, cx, *weights)
-    if (torch.compiler.is_compiling()
-            or torch._C._get_tracing_state() is not None
+    if (capturing()
             or not input.is_cpu  # meta tensors take the fake kernel, others error
-            or torch._C._are_functorch_transforms_active()
             or any(t is not None and type(t) not in _PLAIN_TENSOR_TYPES for t in tensors)):
         return rnn(*args)[:3]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):

@@ -82,9 +82,7 @@ def _outside_fast_path(input) -> bool:
     _FastRNNBase._stream)."""
     return (torch.is_grad_enabled() or type(input) is not Tensor or not input.is_cpu
             or (input.dtype is not torch.float32 and input.dtype is not torch.float64)
-            or torch._C._is_any_autocast_enabled() or torch.compiler.is_compiling()
-            or torch._C._get_tracing_state() is not None
-            or torch._C._are_functorch_transforms_active())
+            or torch._C._is_any_autocast_enabled() or _ops.capturing())
 
 
 def _plain_states(hx, is_lstm: bool, dtype: torch.dtype, shape, cell_shape):
