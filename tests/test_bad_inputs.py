@@ -558,3 +558,61 @@ def same_decoding(a, b):
         assert a[0] == b[0] and torch.equal(a[1], b[1])
     else:
         assert a == b
+
+
+# ---- Weights replaced behind the module ------------------------------------------------------
+# `param.data = t` swaps a weight's tensor without swapping the Parameter, so no check at
+# construction sees it. torch's kernels mostly fail on a wrong shape with RuntimeError, but
+# broadcast a one-element bias and (oneDNN's LSTM) read some wrong shapes unchecked; fastrnn
+# raises RuntimeError naming the weight for every shape that is not the module's, on every path
+# (README, "Behaviour that differs from torch on purpose"). Before the check, the inference path
+# read past such a weight's end.
+
+WEIGHT_MODULES = {
+    "rnn": (nn.RNN, {}),
+    "gru_2layer_bidir": (nn.GRU, dict(num_layers=2, bidirectional=True)),
+    "lstm_proj": (nn.LSTM, dict(proj_size=3)),
+}
+
+
+def _grown(shape):
+    return tuple(s + 1 for s in shape)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize("module", list(WEIGHT_MODULES))
+def test_weight_of_wrong_shape_raises_naming_it(module, grad):
+    torch_cls, kwargs = WEIGHT_MODULES[module]
+    ref, mod = make_pair(torch_cls, 5, 4, **kwargs)
+    x = torch.randn(3, 2, 5)
+    names = mod._flat_weights_names
+    for name in names:
+        for shape in (_grown(getattr(mod, name).shape), (1,)):
+            _, mod = make_pair(torch_cls, 5, 4, **kwargs)
+            mod.eval()
+            getattr(mod, name).data = torch.randn(shape)
+            with torch.set_grad_enabled(grad), pytest.raises(RuntimeError, match=f"{name} has"):
+                mod(x)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize("torch_cls", [nn.RNNCell, nn.LSTMCell, nn.GRUCell],
+                         ids=lambda c: c.__name__)
+def test_cell_weight_of_wrong_shape_raises_naming_it(torch_cls, grad):
+    x = torch.randn(2, 5)
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        _, mod = make_pair(torch_cls, 5, 4)
+        getattr(mod, name).data = torch.randn(_grown(getattr(mod, name).shape))
+        with torch.set_grad_enabled(grad), pytest.raises(RuntimeError, match=f"{name} has"):
+            mod(x)
+
+
+def test_weight_replaced_with_right_shape_is_used(assert_close):
+    """The other side of the check: a replacement of the right shape is read, on both paths."""
+    ref, mod = make_pair(nn.GRU, 5, 4)
+    new = torch.randn(12, 4)
+    ref.weight_hh_l0.data, mod.weight_hh_l0.data = new.clone(), new.clone()
+    x = torch.randn(3, 2, 5)
+    with torch.no_grad():
+        assert_close(mod(x)[0], ref(x)[0], torch.float32)
+    assert_close(mod(x)[0], ref(x)[0], torch.float32)

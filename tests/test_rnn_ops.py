@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
-from fastrnn import _ops
+from fastrnn import _ops, modules
 from fastrnn.reference import rnn_stack
 
 CONFIGS = [
@@ -249,16 +249,58 @@ def test_meta_tensors_give_shapes_without_running_kernels():
     assert h.shape == (4, 4, 2) and c.shape == (4, 4, 5)
 
 
-def test_descriptor_cache_holds_padded_configurations_only():
-    """CPU descriptors are cached per padded configuration (a streamed step reuses one); packed
-    inputs are not cached, as their batch_sizes differ per batch and may be long."""
+def test_native_caches_hold_padded_configurations_only():
+    """A padded inference call's StreamPlan (and the descriptor in it) is made once per
+    configuration and input shape, so a streamed step reuses them; packed inputs are cached in
+    neither, as their batch_sizes differ per batch and may be long."""
     module = fastrnn.GRU(3, 4)
     with torch.no_grad():
         module(torch.randn(2, 1, 3))
-        before = _ops._cpu_native.cache_info()
+        plans, natives = dict(modules._STREAM_PLANS), _ops._cpu_native.cache_info()
         module(torch.randn(2, 1, 3))
-        after = _ops._cpu_native.cache_info()
-        assert (after.hits, after.currsize) == (before.hits + 1, before.currsize)
+        assert modules._STREAM_PLANS == plans and _ops._cpu_native.cache_info() == natives
         for length in range(5, 12):
             module(pack_padded_sequence(torch.randn(length, 2, 3), [length, 3]))
-        assert _ops._cpu_native.cache_info().currsize == after.currsize
+        assert modules._STREAM_PLANS == plans
+        assert _ops._cpu_native.cache_info().currsize == natives.currsize
+
+
+def _grown(t):
+    return torch.randn(tuple(s + 1 for s in t.shape), dtype=t.dtype)
+
+
+@pytest.mark.parametrize("runner", list(RUNNERS))
+def test_op_refuses_tensors_of_wrong_shape(runner):
+    """Direct callers of the op get RuntimeError for any tensor whose shape does not match the
+    configuration, instead of kernels reading past its end."""
+    args = make_problem("LSTM", 2, True, 2, True, False, torch.float32, with_masks=True)
+    x, weights, hx, cx, batch_sizes, masks = args[:6]
+    rest = args[6:]
+    run = RUNNERS[runner]
+    bad_calls = {
+        "weight_hh_l1_reverse": (x, [*weights[:-4], _grown(weights[-4]), *weights[-3:]], hx, cx,
+                                 batch_sizes, masks),
+        "hx": (x, weights, _grown(hx), cx, batch_sizes, masks),
+        "cx": (x, weights, hx, _grown(cx), batch_sizes, masks),
+        "dropout mask": (x, weights, hx, cx, batch_sizes, [_grown(masks[0])]),
+        "input must be 3-D": (x[0], weights, hx, cx, batch_sizes, masks),
+    }
+    for what, call in bad_calls.items():
+        with pytest.raises(RuntimeError, match=what):
+            run(*call, *rest)
+    with pytest.raises(ValueError, match="dropout masks"):
+        run(x, weights, hx, cx, batch_sizes, masks * 2, *rest)
+
+
+def test_backward_op_refuses_a_reserve_or_gradient_of_wrong_size():
+    args = make_problem("GRU", 1, False, 0, True, False, torch.float32)
+    x, weights, hx, cx, batch_sizes, masks, *config = args
+    with torch.no_grad():
+        output, hy, _, reserve = _ops.rnn(*args)
+    ok = (x, weights, hx, cx, batch_sizes, masks)
+    with pytest.raises(RuntimeError, match="reserve"):
+        _ops.rnn_backward(*ok, reserve[:-1], torch.ones_like(output), None, None, *config)
+    with pytest.raises(RuntimeError, match="grad_output"):
+        _ops.rnn_backward(*ok, reserve, _grown(output), None, None, *config)
+    with pytest.raises(RuntimeError, match="grad_hy"):
+        _ops.rnn_backward(*ok, reserve, torch.ones_like(output), _grown(hy), None, *config)

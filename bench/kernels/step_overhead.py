@@ -20,21 +20,18 @@ def per_call_us(fn, number):
 
 
 def native_call(module, x, state):
-    """The native forward alone, on buffers prepared once (what the kernels cost)."""
-    cell = module.mode
-    hx, cx = state if cell == "LSTM" else (state, None)
-    args = (x, module._flat_weights, hx, cx, None, [], cell, 1, False, 0, True)
-    native, context, sizes, dtype, (x, weights, hx, cx, _) = _ops._prepare(*args)
-    T, B, N, H, O, D = sizes
-    out, hy = x.new_empty(T, B, O), x.new_empty(1, B, O)
-    cy = x.new_empty(1, B, H) if cell == "LSTM" else x.new_empty(0)
-    scratch, (workspace,) = _ops._scratch(
-        x, dtype, (native.workspace_elems(_ops._C.Pass.Inference),))
-    addresses = (_ops._ptr(x), [_ops._ptr(w) for w in weights], _ops._ptr(hx), _ops._ptr(cx), [],
-                 _ops._ptr(out), _ops._ptr(hy), _ops._ptr(cy), 0, workspace)
+    """The native forward alone, on buffers prepared once (what the kernels cost): the call
+    the module's StreamPlan makes, without its checks and allocations."""
+    plan = module._stream_plan(x)
+    h0, c0 = plan.states(state)
+    weights = plan.weight_addresses(module._parameters)
+    out, hy, cy = plan.run(x, weights, h0, c0)
+    scratch = _ops._scratch_buffer(plan._workspace_bytes)
+    addresses = (x.data_ptr(), weights, _ops._ptr(h0), _ops._ptr(c0), [], out.data_ptr(),
+                 hy.data_ptr(), _ops._ptr(cy), 0, scratch.data_ptr(), torch.get_num_threads())
     # The addresses are plain ints: the tensors behind them must outlive the timing.
-    keep_alive = (x, weights, hx, cx, out, hy, cy, scratch)
-    return lambda: native.forward(context, *addresses), keep_alive
+    keep_alive = (x, h0, c0, out, hy, cy, scratch)
+    return lambda: _ops._C.rnn_forward(plan._desc, plan._dtype, *addresses), keep_alive
 
 
 def main():

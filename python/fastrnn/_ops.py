@@ -6,8 +6,9 @@ Each op has a fake implementation (shapes only) for torch.compile / export, and 
 autograd registered. The modules call ``run_rnn``, which takes the op only where the dispatcher
 is needed (compile, export, functorch, tensor subclasses, CUDA, meta); eager CPU calls run the
 same implementation and autograd formula without it (``_EagerRnn``, or no autograd at all).
-Inputs are validated by the modules before they get here; the core still asserts its own
-preconditions.
+The modules check their arguments as torch does before calling; the op itself checks every
+shape the native core computes addresses from (``_sizes``), which is what a weight replaced
+through ``param.data`` or a direct caller can get wrong.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from torch import Tensor
 from . import _C
 from ._backend import compute_dtype, cuda_module, native_dtype
 
-__all__ = ["rnn", "run_rnn", "stream_forward", "capturing", "rnn_backward", "CELL_GATES"]
+__all__ = ["rnn", "run_rnn", "StreamPlan", "capturing", "rnn_backward", "CELL_GATES",
+           "weight_shapes"]
 
 # Gates per cell (G): rows of W_ih / W_hh are G * hidden_size.
 CELL_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
@@ -39,15 +41,58 @@ def _ptr(t: Optional[Tensor]) -> int:
     return 0 if t is None or t.numel() == 0 else t.data_ptr()
 
 
-def _sizes(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], batch_sizes, cell: str,
-           num_layers: int, bidirectional: bool, proj_size: int, has_bias: bool):
-    """(T, B, N, H, O, D) of a call; B comes from hx for packed input (hx is required there)."""
+_WEIGHT_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+
+
+def weight_shapes(cell: str, num_layers: int, num_directions: int, input_size: int,
+                  hidden: int, proj_size: int, has_bias: bool) -> Tuple[Tuple[str, tuple], ...]:
+    """torch's flat weight list of a configuration as (name, shape) pairs, in its order: per
+    layer and direction weight_ih [G*H, layer input], weight_hh [G*H, O], with a bias bias_ih
+    and bias_hh [G*H], with a projection weight_hr [P, H]; names as torch's RNN modules give
+    them (weight_hh_l0_reverse)."""
+    gates, out = CELL_GATES[cell] * hidden, proj_size or hidden
+    kinds = _WEIGHT_KINDS[:2] + (_WEIGHT_KINDS[2:4] if has_bias else ()) + (
+        _WEIGHT_KINDS[4:] if proj_size else ())
+    entries = []
+    for layer in range(num_layers):
+        shapes = dict(zip(_WEIGHT_KINDS, (
+            (gates, input_size if layer == 0 else num_directions * out), (gates, out),
+            (gates,), (gates,), (proj_size, hidden))))
+        for direction in range(num_directions):
+            suffix = f"_l{layer}" + ("_reverse" if direction else "")
+            entries += [(kind + suffix, shapes[kind]) for kind in kinds]
+    return tuple(entries)
+
+
+def _check_shape(t: Tensor, want: tuple, what: str) -> None:
+    if tuple(t.shape) != want:
+        raise RuntimeError(f"fastrnn.rnn: {what} has shape {list(t.shape)}, expected "
+                           f"{list(want)}")
+
+
+def _sizes(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
+           batch_sizes, dropout_masks: List[Tensor], cell: str, num_layers: int,
+           bidirectional: bool, proj_size: int, has_bias: bool):
+    """(T, B, N, H, O, D) of a call, B from hx for packed input (hx is required there), after
+    checking every tensor's shape against them: the native core trusts the shapes for every
+    address it computes. The modules check their arguments as torch does before calling; these
+    checks catch what they cannot see (a weight replaced through ``param.data``) and direct
+    callers of the op."""
+    D = 1 + bidirectional
     per = 2 + 2 * has_bias + (proj_size > 0)
-    if len(weights) != num_layers * (1 + bidirectional) * per:
-        raise ValueError(f"fastrnn: expected {num_layers * (1 + bidirectional) * per} weight "
-                         f"tensors, got {len(weights)}")
+    if len(weights) != num_layers * D * per:
+        raise ValueError(f"fastrnn: expected {num_layers * D * per} weight tensors, got "
+                         f"{len(weights)}")
+    if weights[1].dim() != 2 or weights[1].shape[0] % CELL_GATES[cell] or weights[1].numel() == 0:
+        raise RuntimeError(f"fastrnn.rnn: weight_hh_l0 must be a non-empty matrix of "
+                           f"{CELL_GATES[cell]} x hidden_size rows for {cell}, got shape "
+                           f"{list(weights[1].shape)}")
     hidden = weights[1].shape[0] // CELL_GATES[cell]
     out = proj_size if proj_size > 0 else hidden
+    if input.dim() != (3 if batch_sizes is None else 2):
+        raise RuntimeError(f"fastrnn.rnn: {'padded' if batch_sizes is None else 'packed'} "
+                           f"input must be {3 if batch_sizes is None else 2}-D, got "
+                           f"{input.dim()}-D")
     if batch_sizes is None:
         T, B = input.shape[0], input.shape[1]
         N = T * B
@@ -55,7 +100,19 @@ def _sizes(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], batch_siz
         if hx is None:
             raise ValueError("fastrnn: packed input needs hx")
         T, B, N = batch_sizes.shape[0], hx.shape[1], input.shape[0]
-    return T, B, N, hidden, out, 1 + bidirectional
+    for w, (name, shape) in zip(weights, weight_shapes(cell, num_layers, D, input.shape[-1],
+                                                       hidden, proj_size, has_bias)):
+        _check_shape(w, shape, name)
+    if hx is not None:
+        _check_shape(hx, (num_layers * D, B, out), "hx")
+    if cx is not None:
+        _check_shape(cx, (num_layers * D, B, hidden), "cx")
+    if dropout_masks and len(dropout_masks) != num_layers - 1:
+        raise ValueError(f"fastrnn: expected no dropout masks or {num_layers - 1}, got "
+                         f"{len(dropout_masks)}")
+    for mask in dropout_masks:
+        _check_shape(mask, tuple(input.shape[:-1]) + (D * out,), "a dropout mask")
+    return T, B, N, hidden, out, D
 
 
 def _desc_fields(sizes, input_size, cell, num_layers, proj_size, has_bias, batch_sizes):
@@ -149,18 +206,25 @@ _CPU_SCRATCH = _CpuScratch()
 _SCRATCH_REUSE_BYTES = 1 << 20
 
 
+def _scratch_buffer(nbytes: int) -> Tensor:
+    """An uninitialized CPU byte buffer of at least ``nbytes``: this thread's reusable one up to
+    _SCRATCH_REUSE_BYTES, else a new one. Keep it alive until the native call returns."""
+    if nbytes > _SCRATCH_REUSE_BYTES:
+        return torch.empty(nbytes, dtype=torch.uint8)
+    buffer = _CPU_SCRATCH.buffer  # always _SCRATCH_REUSE_BYTES long
+    if buffer is None:
+        buffer = _CPU_SCRATCH.buffer = torch.empty(_SCRATCH_REUSE_BYTES, dtype=torch.uint8)
+    return buffer
+
+
 def _scratch(like: Tensor, dtype: torch.dtype, elems: int):
     """(owner, address) of an uninitialized buffer of ``elems`` elements of ``dtype`` on like's
     device (address 0 when empty); keep the owner alive until the native call returns."""
     nbytes = elems * dtype.itemsize
     if nbytes == 0:
         return None, 0
-    if like.is_cpu and nbytes <= _SCRATCH_REUSE_BYTES:
-        owner = _CPU_SCRATCH.buffer  # always _SCRATCH_REUSE_BYTES long
-        if owner is None:
-            owner = _CPU_SCRATCH.buffer = torch.empty(_SCRATCH_REUSE_BYTES, dtype=torch.uint8)
-    else:
-        owner = torch.empty(nbytes, dtype=torch.uint8, device=like.device)
+    owner = (_scratch_buffer(nbytes) if like.is_cpu
+             else torch.empty(nbytes, dtype=torch.uint8, device=like.device))
     return owner, owner.data_ptr()
 
 
@@ -170,8 +234,8 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
     contiguous tensors in the compute dtype)."""
     _check_device(input)
     dtype = compute_dtype(input.dtype, "cuda" if input.is_cuda else "cpu", "fastrnn.rnn")
-    sizes = _sizes(input, weights, hx, batch_sizes, cell, num_layers, bidirectional, proj_size,
-                   has_bias)
+    sizes = _sizes(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers,
+                   bidirectional, proj_size, has_bias)
     fields = _desc_fields(sizes, input.shape[-1], cell, num_layers, proj_size, has_bias,
                           batch_sizes)
     tensors = (_contiguous(input, dtype), [_contiguous(w, dtype) for w in weights],
@@ -182,6 +246,13 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
         raise RuntimeError(f"PackedSequence batch_sizes sum to {native.rows} rows but "
                            f"its data has {sizes[2]} rows")
     return native, context, sizes, dtype, tensors
+
+
+def _result_shapes(sizes, packed: bool, cell: str, num_layers: int):
+    """Shapes of a forward's output, hy and cy (None unless LSTM) for sizes (T, B, N, H, O, D)."""
+    T, B, N, H, O, D = sizes
+    return ((N, D * O) if packed else (T, B, D * O), (num_layers * D, B, O),
+            (num_layers * D, B, H) if cell == "LSTM" else None)
 
 
 def _check_device(input: Tensor) -> None:
@@ -207,8 +278,7 @@ def _forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opt
     native, context, (T, B, N, H, O, D), dtype, tensors = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
         proj_size, has_bias)
-    shapes = ((T, B, D * O) if batch_sizes is None else (N, D * O), (num_layers * D, B, O),
-              (num_layers * D, B, H) if cell == "LSTM" else None)
+    shapes = _result_shapes((T, B, N, H, O, D), batch_sizes is not None, cell, num_layers)
     output, hy, cy, reserve = _run_forward(native, context, tensors, shapes, keep_reserve)
     if cy is None:  # the op returns a tensor in every position
         cy = output.new_empty(0)
@@ -238,22 +308,92 @@ def _run_forward(native: _Native, context, tensors, shapes, keep_reserve: bool):
     return output, hy, cy, reserve if keep_reserve else None
 
 
-def stream_forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor],
-                   cx: Optional[Tensor], cell: str, num_layers: int, bidirectional: bool,
-                   proj_size: int, has_bias: bool, steps: int, batch: int, shapes):
-    """``run_rnn`` for a call its module has found to be the common inference case, with the
-    least Python (streaming pays it per step): every tensor a plain contiguous CPU tensor of
-    input's dtype (float32 or float64), hx / cx of the expected sizes or None, no dropout, no
-    autograd, autocast or compile. ``input`` holds steps x batch rows (both > 0) laid out as
-    [T, B, I], whatever its shape ([T, I] unbatched, [B, I] a cell's step); hx and cx likewise
-    hold [L*D, B, *]. ``shapes``: those of output, hy and cy (None unless LSTM) as the caller
-    returns them, in the same layouts. Returns (output, hy, cy)."""
-    hidden = weights[1].shape[0] // CELL_GATES[cell]
-    sizes = (steps, batch, steps * batch, hidden, proj_size or hidden, 2 if bidirectional else 1)
-    fields = _desc_fields(sizes, input.shape[-1], cell, num_layers, proj_size, has_bias, None)
-    native = _cpu_native(fields, input.dtype)
-    return _run_forward(native, (torch.get_num_threads(),), (input, weights, hx, cx, ()), shapes,
-                        False)[:3]
+class StreamPlan:
+    """The common inference call, for one configuration and one input shape, with the least
+    Python per call (streaming one step at a time pays it per step; the kernels of a small step
+    take a few microseconds). What depends only on the configuration and the shapes is computed
+    once, here: the modules cache plans. Each call checks what can change between calls on the
+    same module (the states, and the weights: ``param.data = ...`` can change a weight's shape,
+    dtype or layout without changing the Parameter) and runs the CPU inference pass.
+
+    The input holds steps x batch rows laid out as [T, B, I] ([T, I] unbatched, [B, I] a cell's
+    step), or [B, T, I] with ``transposed``. States and results have the shapes given, in the
+    same layouts: ``state_shapes`` (h0, c0) as the caller passes them, ``result_shapes``
+    (output, hy, cy), output None for a cell (which returns hy), cy None unless LSTM."""
+
+    __slots__ = ("_desc", "_dtype", "_workspace_bytes", "_weights", "_state_shapes",
+                 "_result_shapes", "_transposed", "dtype")
+
+    def __init__(self, cell: str, num_layers: int, bidirectional: bool, proj_size: int,
+                 has_bias: bool, input_size: int, hidden: int, steps: int, batch: int,
+                 dtype: torch.dtype, weight_names, state_shapes, result_shapes,
+                 transposed: bool = False):
+        D = 2 if bidirectional else 1
+        sizes = (steps, batch, steps * batch, hidden, proj_size or hidden, D)
+        native = _cpu_native(_desc_fields(sizes, input_size, cell, num_layers, proj_size,
+                                          has_bias, None), dtype)
+        self._desc, self._dtype = native.head
+        self._workspace_bytes = native.workspace_elems(_C.Pass.Inference) * dtype.itemsize
+        shapes = weight_shapes(cell, num_layers, D, input_size, hidden, proj_size, has_bias)
+        self._weights = tuple(zip(weight_names, (shape for _, shape in shapes)))
+        self._state_shapes, self._result_shapes = state_shapes, result_shapes
+        self._transposed, self.dtype = transposed, dtype
+
+    def states(self, hx) -> Optional[Tuple[Optional[Tensor], Optional[Tensor]]]:
+        """(h0, c0) from ``hx`` (None where absent; contiguous), or None unless hx is None or
+        plain CPU tensors of the plan's dtype and shapes (a tuple of two for LSTM)."""
+        if hx is None:
+            return None, None
+        h_shape, c_shape = self._state_shapes
+        if c_shape is None:
+            h0 = _plain_state(hx, h_shape, self.dtype)
+            return None if h0 is None else (h0, None)
+        if type(hx) is not tuple or len(hx) != 2:
+            return None
+        h0 = _plain_state(hx[0], h_shape, self.dtype)
+        c0 = _plain_state(hx[1], c_shape, self.dtype)
+        return None if h0 is None or c0 is None else (h0, c0)
+
+    def weight_addresses(self, params) -> Optional[List[int]]:
+        """The weights' addresses from a module's ``_parameters``, or None unless each is a
+        Parameter (not a subclass; a parametrized weight is not in ``_parameters`` at all) on
+        the CPU, contiguous, of the plan's dtype and torch's shape for it."""
+        addresses, dtype = [], self.dtype
+        for name, shape in self._weights:
+            w = params.get(name)
+            if (type(w) is not torch.nn.Parameter or w.dtype is not dtype or w.shape != shape
+                    or not w.is_contiguous() or not w.is_cpu):
+                return None
+            addresses.append(w.data_ptr())
+        return addresses
+
+    def run(self, input: Tensor, weights: List[int], h0: Optional[Tensor],
+            c0: Optional[Tensor]):
+        """(output, hy, cy) of the inference pass, from what the checks above gave (the weights'
+        tensors are the caller's and outlive the call)."""
+        if self._transposed:
+            input = input.transpose(0, 1)
+        if not input.is_contiguous():
+            input = input.contiguous()
+        output_shape, hy_shape, cy_shape = self._result_shapes
+        hy = input.new_empty(*hy_shape)
+        # A cell's output is its hy (T = 1, one layer and direction, no projection): the core
+        # writes h_1 to both (csrc/include/fastrnn/rnn.h), so one buffer serves.
+        output = hy if output_shape is None else input.new_empty(*output_shape)
+        cy = None if cy_shape is None else input.new_empty(*cy_shape)
+        scratch = _scratch_buffer(self._workspace_bytes)  # owns the workspace during the call
+        _C.rnn_forward(self._desc, self._dtype, input.data_ptr(), weights, _ptr(h0), _ptr(c0), [],
+                       output.data_ptr(), hy.data_ptr(), 0 if cy is None else cy.data_ptr(), 0,
+                       scratch.data_ptr(), torch.get_num_threads())
+        return output.transpose(0, 1) if self._transposed else output, hy, cy
+
+
+def _plain_state(t, shape, dtype: torch.dtype) -> Optional[Tensor]:
+    """t, contiguous, if it is a CPU tensor (not a subclass) of ``dtype`` and ``shape``."""
+    if (type(t) not in _PLAIN_TENSOR_TYPES or t.dtype is not dtype or t.shape != shape
+            or not t.is_cpu):
+        return None
+    return t if t.is_contiguous() else t.contiguous()
 
 
 def _rnn_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
@@ -304,14 +444,15 @@ def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opti
 @rnn.register_fake
 def _(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
       proj_size, has_bias):
-    T, B, N, H, O, D = _sizes(input, weights, hx, batch_sizes, cell, num_layers, bidirectional,
-                              proj_size, has_bias)
+    T, B, N, H, O, D = _sizes(input, weights, hx, cx, batch_sizes, dropout_masks, cell,
+                              num_layers, bidirectional, proj_size, has_bias)
     per_row = _reserve_per_row(cell, num_layers, bidirectional, input.shape[-1], H, proj_size,
                                has_bias)
     output = input.new_empty(input.shape[:-1] + (D * O,))
     hy = input.new_empty(num_layers * D, B, O)
     cy = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
-    reserve = input.new_empty(N * per_row, dtype=compute_dtype(input.dtype, input.device.type, "fastrnn.rnn"))
+    reserve = input.new_empty(
+        N * per_row, dtype=compute_dtype(input.dtype, input.device.type, "fastrnn.rnn"))
     return output, hy, cy, reserve
 
 
@@ -327,6 +468,16 @@ def _rnn_backward_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor
     native, context, (T, B, N, H, O, D), dtype, (input, weights, hx, cx, masks) = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
         proj_size, has_bias)
+    # What only direct callers of the op can get wrong: autograd passes what forward made.
+    if reserve.numel() != N * native.reserve_per_row:
+        raise RuntimeError(f"fastrnn.rnn_backward: the reserve has {reserve.numel()} elements, "
+                           f"expected {N * native.reserve_per_row}")
+    for grad, shape, name in zip((grad_output, grad_hy, grad_cy),
+                                 _result_shapes((T, B, N, H, O, D), batch_sizes is not None,
+                                                cell, num_layers),
+                                 ("grad_output", "grad_hy", "grad_cy")):
+        if grad is not None:
+            _check_shape(grad, shape or (0,), name)
     grad_output, grad_hy, grad_cy = (_contiguous(g, dtype)
                                      for g in (grad_output, grad_hy, grad_cy))
     grad_input = torch.empty_like(input)
@@ -350,8 +501,8 @@ rnn_backward = torch.library.custom_op("fastrnn::rnn_backward", mutates_args=())
 @rnn_backward.register_fake
 def _(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_output, grad_hy,
       grad_cy, cell, num_layers, bidirectional, proj_size, has_bias):
-    T, B, N, H, O, D = _sizes(input, weights, hx, batch_sizes, cell, num_layers, bidirectional,
-                              proj_size, has_bias)
+    T, B, N, H, O, D = _sizes(input, weights, hx, cx, batch_sizes, dropout_masks, cell,
+                              num_layers, bidirectional, proj_size, has_bias)
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
     return (torch.empty_like(input), input.new_empty(num_layers * D, B, O), grad_cx,
             [torch.empty_like(w) for w in weights])

@@ -33,6 +33,17 @@ def _check_like_input(input: Tensor, tensors, what: str) -> None:
                                f"tensor with {input.dtype} and {what} tensor with {t.dtype}")
 
 
+def _check_weight_shapes(weights, names, cell: str, num_layers: int, bidirectional: bool,
+                         input_size: int, hidden_size: int, proj_size: int, bias: bool) -> None:
+    """Each weight's shape is the one the module gave it: ``param.data = t`` can swap in any
+    tensor later. torch's kernels mostly raise RuntimeError then (some read on unchecked)."""
+    shapes = _ops.weight_shapes(cell, num_layers, 2 if bidirectional else 1, input_size,
+                                hidden_size, proj_size, bias)
+    for w, name, (_, shape) in zip(weights, names, shapes):
+        if tuple(w.shape) != shape:
+            raise RuntimeError(f"{name} has shape {list(w.shape)}, expected {list(shape)}")
+
+
 def _autocast(input: Tensor, weights, states, low_precision_result: bool):
     """Inside an autocast region for input's device: (input, weights, states) cast to the dtype
     the op computes in (see _ops.autocast_dtype), and the dtype to return results in, chosen as
@@ -85,32 +96,30 @@ def _outside_fast_path(input) -> bool:
             or torch._C._is_any_autocast_enabled() or _ops.capturing())
 
 
-def _plain_states(hx, is_lstm: bool, dtype: torch.dtype, shape, cell_shape):
-    """``hx`` as the fast path passes it on: (h0, c0), each contiguous, c0 None unless LSTM and
-    both None without hx. None when hx does not fit the fast path: it must be absent, or plain
-    CPU tensors of ``dtype`` (a tuple of two for LSTM), h shaped ``shape`` and c ``cell_shape``."""
-    if hx is None:
-        return None, None
-    states = hx if is_lstm else (hx,)
-    if type(states) is not tuple or len(states) != (2 if is_lstm else 1):
+# StreamPlans by (configuration, input shape, dtype); None where the input does not fit the
+# fast path. Bounded: a model fed many sequence lengths should not grow it without end.
+_STREAM_PLANS: dict = {}
+_STREAM_PLANS_MAX = 256
+_UNPLANNED = object()
+
+
+def _stream_plan(key, build) -> Optional[_ops.StreamPlan]:
+    """The cached plan for ``key``, made by ``build()`` on a miss."""
+    plan = _STREAM_PLANS.get(key, _UNPLANNED)
+    if plan is _UNPLANNED:
+        if len(_STREAM_PLANS) >= _STREAM_PLANS_MAX:
+            _STREAM_PLANS.clear()
+        plan = _STREAM_PLANS[key] = build()
+    return plan
+
+
+def _streamed(plan: Optional[_ops.StreamPlan], input: Tensor, hx, params):
+    """plan.run's (output, hy, cy) when ``hx`` and the weights fit the plan, else None."""
+    if plan is None:
         return None
-    for h, want in zip(states, (shape, cell_shape)):
-        if type(h) is not Tensor or not h.is_cpu or h.dtype is not dtype or h.shape != want:
-            return None
-    return states[0].contiguous(), (states[1].contiguous() if is_lstm else None)
-
-
-def _plain_weights(params, names, dtype: torch.dtype) -> Optional[List[Tensor]]:
-    """The registered parameters ``names`` (from a module's ``_parameters``) when all are fit for
-    the fast path: Parameters (not a subclass), on the CPU, of ``dtype`` and contiguous; else
-    None. A parametrized weight is not in ``_parameters``; ``param.data = ...`` can change the
-    rest without changing the Parameter, so they are checked on every call."""
-    weights = [params.get(name) for name in names]
-    for w in weights:
-        if (type(w) is not nn.Parameter or not w.is_cpu or w.dtype is not dtype
-                or not w.is_contiguous()):
-            return None
-    return weights
+    states = plan.states(hx)
+    weights = None if states is None else plan.weight_addresses(params)
+    return None if weights is None else plan.run(input, weights, *states)
 
 
 _RNN_CELL_MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
@@ -172,46 +181,54 @@ class _FastRNNBase:
     def _stream(self, input, hx):
         """The common inference call, checked and run with the least Python: streaming one step
         at a time pays this per step (the general path below costs ~20 us, the kernels of a
-        small step a few). Taken for padded or unbatched input on plain CPU tensors outside autograd,
-        autocast, compile and functorch, without active dropout, when everything torch's checks
-        look at is as they require; returns None for any other call, which the general path then
-        runs (and raises torch's error for, if the call is wrong)."""
+        small step a few). Taken for padded or unbatched input on plain CPU tensors outside
+        autograd, autocast, compile and functorch, without active dropout, when everything
+        torch's checks look at is as they require; returns None for any other call, which the
+        general path then runs (and raises torch's error for, if the call is wrong)."""
         if (_outside_fast_path(input)
                 or (self.training and self.dropout > 0 and self.num_layers > 1)):
             return None
-        # The native core reads [T, B, I]. Unbatched [T, I] is that memory with B = 1, and so is
-        # batch-first [B, T, I] when T or B is 1. Other batch-first input is copied time-major
-        # and its output returned as a transposed view, as the general path (and torch) does.
+        key = (self.mode, self.input_size, self.hidden_size, self.proj_size, self.num_layers,
+               self.bidirectional, self.bias, self.batch_first, input.shape, input.dtype)
+        streamed = _streamed(_stream_plan(key, lambda: self._stream_plan(input)), input, hx,
+                             self._parameters)
+        if streamed is None:
+            return None
+        output, hy, cy = streamed
+        return output, ((hy, cy) if cy is not None else hy)
+
+    def _stream_plan(self, input: Tensor) -> Optional[_ops.StreamPlan]:
+        """The StreamPlan for this module's configuration and input's shape and dtype, or None
+        when such input does not fit the fast path."""
+        # The native core reads [T, B, I]. Unbatched [T, I] is that memory with B = 1, and so
+        # is batch-first [B, T, I] when T or B is 1. Other batch-first input is copied
+        # time-major and its output returned as a transposed view, as the general path (and
+        # torch) does.
         batched, transposed = input.dim() == 3, False
         if batched:
             T, B, input_size = input.shape
             if self.batch_first:
                 T, B = B, T
-                if T != 1 and B != 1:
-                    input, transposed = input.transpose(0, 1), True
+                transposed = T != 1 and B != 1
         elif input.dim() == 2:
             (T, input_size), B = input.shape, 1
         else:
             return None
         if T == 0 or B == 0 or input_size != self.input_size:
             return None
-        dtype, is_lstm, hidden = input.dtype, self.mode == "LSTM", self.hidden_size
-        out, layers = self.proj_size or hidden, self.num_layers * (2 if self.bidirectional else 1)
-        state_lead = (layers, B) if batched else (layers,)
-        states = _plain_states(hx, is_lstm, dtype, state_lead + (out,), state_lead + (hidden,))
-        if states is None:
-            return None
-        weights = _plain_weights(self._parameters, self._flat_weights_names, dtype)
-        if weights is None:
-            return None
+        hidden, layers = self.hidden_size, self.num_layers * (2 if self.bidirectional else 1)
+        out = self.proj_size or hidden
         width = (2 if self.bidirectional else 1) * out
-        output_shape = ((B, T, width) if self.batch_first and not transposed else (T, B, width)) \
-            if batched else (T, width)
-        output, hy, cy = _ops.stream_forward(
-            input.contiguous(), weights, *states, self.mode, self.num_layers,
-            self.bidirectional, self.proj_size, self.bias, T, B,
-            (output_shape, state_lead + (out,), state_lead + (hidden,) if is_lstm else None))
-        return output.transpose(0, 1) if transposed else output, ((hy, cy) if is_lstm else hy)
+        state_lead = (layers, B) if batched else (layers,)
+        h_shape, c_shape = state_lead + (out,), state_lead + (hidden,)
+        output_shape = (((B, T, width) if self.batch_first and not transposed else (T, B, width))
+                        if batched else (T, width))
+        is_lstm = self.mode == "LSTM"
+        return _ops.StreamPlan(
+            self.mode, self.num_layers, self.bidirectional, self.proj_size, self.bias,
+            input_size, hidden, T, B, input.dtype, self._flat_weights_names,
+            (h_shape, c_shape if is_lstm else None),
+            (output_shape, h_shape, c_shape if is_lstm else None), transposed)
 
     def forward(self, input, hx=None):
         streamed = self._stream(input, hx)
@@ -258,6 +275,9 @@ class _FastRNNBase:
         input, weights, states, result_dtype = _autocast(input, weights, states,
                                                          low_precision_result)
         _check_like_input(input, weights, "parameter")
+        _check_weight_shapes(weights, self._flat_weights_names, self.mode, self.num_layers,
+                             self.bidirectional, self.input_size, self.hidden_size,
+                             self.proj_size, self.bias)
         _check_like_input(input, states, "hidden")
         h0, c0 = (states + (None, None))[:2]
         if batch_sizes is not None and h0 is None:
@@ -310,20 +330,28 @@ class _FastCellBase:
 
     def _stream(self, input: Tensor, hx, is_lstm: bool):
         """_FastRNNBase._stream for a cell: batched input [B, I], states [B, H]."""
-        if (_outside_fast_path(input) or input.dim() != 2 or input.size(0) == 0
-                or input.size(1) != self.input_size):
+        if _outside_fast_path(input) or input.dim() != 2:
             return None
-        dtype, mode, state_shape = input.dtype, self._mode(), (input.size(0), self.hidden_size)
-        states = _plain_states(hx, is_lstm, dtype, state_shape, state_shape)
-        if mode is None or states is None:
+        mode = self._mode()
+        key = (mode, self.input_size, self.hidden_size, self.bias, input.shape, input.dtype)
+        streamed = _streamed(_stream_plan(key, lambda: self._stream_plan(mode, input, is_lstm)),
+                             input, hx, self._parameters)
+        if streamed is None:
             return None
-        weights = _plain_weights(self._parameters, _CELL_WEIGHTS[self.bias], dtype)
-        if weights is None:
-            return None
-        h, _, c = _ops.stream_forward(
-            input.contiguous(), weights, *states, mode, 1, False, 0, self.bias, 1,
-            state_shape[0], (state_shape, state_shape, state_shape if is_lstm else None))
+        _, h, c = streamed
         return (h, c) if is_lstm else h
+
+    def _stream_plan(self, mode: Optional[str], input: Tensor,
+                     is_lstm: bool) -> Optional[_ops.StreamPlan]:
+        """_FastRNNBase._stream_plan for a cell, whose one step is a one-layer stack's T = 1."""
+        batch, input_size = input.shape
+        if mode is None or batch == 0 or input_size != self.input_size:
+            return None
+        state = (batch, self.hidden_size)
+        return _ops.StreamPlan(mode, 1, False, 0, self.bias, input_size, self.hidden_size, 1,
+                               batch, input.dtype, _CELL_WEIGHTS[self.bias],
+                               (state, state if is_lstm else None),
+                               (None, state, state if is_lstm else None))
 
     def _step(self, input: Tensor, hx, is_lstm: bool):
         streamed = self._stream(input, hx, is_lstm)
@@ -369,6 +397,8 @@ class _FastCellBase:
             raise RuntimeError(f"{name}: input dtype ({input.dtype}) does not match weight dtype "
                                f"({weights[0].dtype})")
         _check_like_input(input, weights, "parameter")
+        _check_weight_shapes(weights, _CELL_WEIGHTS[self.bias], mode, 1, False, self.input_size,
+                             self.hidden_size, 0, self.bias)
         _check_like_input(input, states, "hidden")
         h0 = states[0].unsqueeze(0) if states else None
         c0 = states[1].unsqueeze(0) if is_lstm and states else None

@@ -16,7 +16,8 @@
 //   h0       [L*D, B, O] or null (zeros)       c0 [L*D, B, H] or null (LSTM only)
 //   masks    L-1 dropout masks [N, D*O], already scaled by 1/(1-p), applied to the output of
 //            layer l before it feeds layer l+1; null (no dropout) or one pointer per layer l < L-1
-//   y        [N, D*O]   output of the last layer (directions side by side)
+//   y        [N, D*O]   output of the last layer (directions side by side); on the CPU it
+//            may be hy itself when T = 1, L = D = 1 and P = 0 (a cell's step: both get h_1)
 //   hy       [L*D, B, O], cy [L*D, B, H] (LSTM only): final states; also used as the running
 //            state during the forward pass
 //   reserve  reserve_elems_per_row(desc) * N values, written by forward, read by backward;
