@@ -24,11 +24,12 @@ def native_call(module, x, state):
     the module's StreamPlan makes, without its checks and allocations."""
     plan = module._stream_plan(x)
     h0, c0 = plan.states(state)
-    weights = plan.weight_addresses(module._parameters)
+    weights = plan.weights(module._parameters)
     out, hy, cy = plan.run(x, weights, h0, c0)
-    scratch = _ops._scratch_buffer(plan._workspace_bytes)
-    addresses = (x.data_ptr(), weights, _ops._ptr(h0), _ops._ptr(c0), [], out.data_ptr(),
-                 hy.data_ptr(), _ops._ptr(cy), 0, scratch.data_ptr(), torch.get_num_threads())
+    scratch = _ops._scratch_buffer(plan._workspace_bytes[_ops._C.Pass.Inference])
+    addresses = (x.data_ptr(), [w.data_ptr() for w in weights], _ops._ptr(h0), _ops._ptr(c0),
+                 [], out.data_ptr(), hy.data_ptr(), _ops._ptr(cy), 0, scratch.data_ptr(),
+                 torch.get_num_threads())
     # The addresses are plain ints: the tensors behind them must outlive the timing.
     keep_alive = (x, h0, c0, out, hy, cy, scratch)
     return lambda: _ops._C.rnn_forward(plan._desc, plan._dtype, *addresses), keep_alive

@@ -309,20 +309,21 @@ def _run_forward(native: _Native, context, tensors, shapes, keep_reserve: bool):
 
 
 class StreamPlan:
-    """The common inference call, for one configuration and one input shape, with the least
-    Python per call (streaming one step at a time pays it per step; the kernels of a small step
-    take a few microseconds). What depends only on the configuration and the shapes is computed
-    once, here: the modules cache plans. Each call checks what can change between calls on the
-    same module (the states, and the weights: ``param.data = ...`` can change a weight's shape,
-    dtype or layout without changing the Parameter) and runs the CPU inference pass.
+    """The common call, for one configuration and one input shape, with the least Python per
+    call (streaming one step at a time pays it per step; the kernels of a small step take a few
+    microseconds). What depends only on the configuration and the shapes is computed once, here:
+    the modules cache plans. Each call checks what can change between calls on the same module
+    (the states, and the weights: ``param.data = ...`` can change a weight's shape, dtype or
+    layout without changing the Parameter), then runs the CPU inference pass, or, when autograd
+    needs it, the forward keeping a reserve and, later, its backward (_PlannedRnn).
 
     The input holds steps x batch rows laid out as [T, B, I] ([T, I] unbatched, [B, I] a cell's
     step), or [B, T, I] with ``transposed``. States and results have the shapes given, in the
     same layouts: ``state_shapes`` (h0, c0) as the caller passes them, ``result_shapes``
     (output, hy, cy), output None for a cell (which returns hy), cy None unless LSTM."""
 
-    __slots__ = ("_desc", "_dtype", "_workspace_bytes", "_weights", "_state_shapes",
-                 "_result_shapes", "_transposed", "dtype")
+    __slots__ = ("_desc", "_dtype", "_workspace_bytes", "_reserve_elems", "_weights",
+                 "_state_shapes", "_result_shapes", "_transposed", "dtype")
 
     def __init__(self, cell: str, num_layers: int, bidirectional: bool, proj_size: int,
                  has_bias: bool, input_size: int, hidden: int, steps: int, batch: int,
@@ -333,7 +334,9 @@ class StreamPlan:
         native = _cpu_native(_desc_fields(sizes, input_size, cell, num_layers, proj_size,
                                           has_bias, None), dtype)
         self._desc, self._dtype = native.head
-        self._workspace_bytes = native.workspace_elems(_C.Pass.Inference) * dtype.itemsize
+        self._workspace_bytes = {p: native.workspace_elems(p) * dtype.itemsize
+                                 for p in (_C.Pass.Inference, _C.Pass.Forward, _C.Pass.Backward)}
+        self._reserve_elems = native.rows * native.reserve_per_row
         shapes = weight_shapes(cell, num_layers, D, input_size, hidden, proj_size, has_bias)
         self._weights = tuple(zip(weight_names, (shape for _, shape in shapes)))
         self._state_shapes, self._result_shapes = state_shapes, result_shapes
@@ -354,38 +357,116 @@ class StreamPlan:
         c0 = _plain_state(hx[1], c_shape, self.dtype)
         return None if h0 is None or c0 is None else (h0, c0)
 
-    def weight_addresses(self, params) -> Optional[List[int]]:
-        """The weights' addresses from a module's ``_parameters``, or None unless each is a
-        Parameter (not a subclass; a parametrized weight is not in ``_parameters`` at all) on
-        the CPU, contiguous, of the plan's dtype and torch's shape for it."""
-        addresses, dtype = [], self.dtype
+    def weights(self, params) -> Optional[List[Tensor]]:
+        """The weights from a module's ``_parameters``, or None unless each is fit for the
+        kernels (see _fit_weight) and a Parameter (not a subclass; a parametrized weight is not
+        in ``_parameters`` at all)."""
+        weights, dtype = [], self.dtype
         for name, shape in self._weights:
             w = params.get(name)
-            if (type(w) is not torch.nn.Parameter or w.dtype is not dtype or w.shape != shape
-                    or not w.is_contiguous() or not w.is_cpu):
+            if type(w) is not torch.nn.Parameter or not _fit_weight(w, shape, dtype):
                 return None
-            addresses.append(w.data_ptr())
-        return addresses
+            weights.append(w)
+        return weights
 
-    def run(self, input: Tensor, weights: List[int], h0: Optional[Tensor],
+    def run(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
             c0: Optional[Tensor]):
-        """(output, hy, cy) of the inference pass, from what the checks above gave (the weights'
-        tensors are the caller's and outlive the call)."""
+        """(output, hy, cy) from what the checks above gave: the inference pass, or _PlannedRnn
+        when autograd records the call. output is None for a cell."""
         if self._transposed:
             input = input.transpose(0, 1)
         if not input.is_contiguous():
             input = input.contiguous()
+        if torch.is_grad_enabled() and (
+                input.requires_grad or any(w.requires_grad for w in weights)
+                or (h0 is not None and h0.requires_grad) or (c0 is not None and c0.requires_grad)):
+            output, hy, cy = _PlannedRnn.apply(self, input, h0, c0, *weights)
+        else:
+            output, hy, cy, _ = self.forward(input, weights, h0, c0, keep_reserve=False)
+        if output is not None and self._transposed:
+            output = output.transpose(0, 1)
+        return output, hy, cy
+
+    def forward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
+                c0: Optional[Tensor], keep_reserve: bool):
+        """(output, hy, cy, reserve) of the native forward on time-major contiguous input;
+        output None for a cell, reserve None unless kept."""
         output_shape, hy_shape, cy_shape = self._result_shapes
         hy = input.new_empty(*hy_shape)
         # A cell's output is its hy (T = 1, one layer and direction, no projection): the core
         # writes h_1 to both (csrc/include/fastrnn/rnn.h), so one buffer serves.
-        output = hy if output_shape is None else input.new_empty(*output_shape)
+        output = None if output_shape is None else input.new_empty(*output_shape)
         cy = None if cy_shape is None else input.new_empty(*cy_shape)
-        scratch = _scratch_buffer(self._workspace_bytes)  # owns the workspace during the call
-        _C.rnn_forward(self._desc, self._dtype, input.data_ptr(), weights, _ptr(h0), _ptr(c0), [],
-                       output.data_ptr(), hy.data_ptr(), 0 if cy is None else cy.data_ptr(), 0,
-                       scratch.data_ptr(), torch.get_num_threads())
-        return output.transpose(0, 1) if self._transposed else output, hy, cy
+        reserve = input.new_empty(self._reserve_elems) if keep_reserve else None
+        scratch = _scratch_buffer(self._workspace_bytes[
+            _C.Pass.Forward if keep_reserve else _C.Pass.Inference])
+        _C.rnn_forward(self._desc, self._dtype, input.data_ptr(),
+                       [w.data_ptr() for w in weights], _ptr(h0), _ptr(c0), [],
+                       (hy if output is None else output).data_ptr(), hy.data_ptr(), _ptr(cy),
+                       _ptr(reserve), scratch.data_ptr(), torch.get_num_threads())
+        return output, hy, cy, reserve
+
+    def backward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
+                 c0: Optional[Tensor], reserve: Tensor, grad_output: Optional[Tensor],
+                 grad_hy: Optional[Tensor], grad_cy: Optional[Tensor]):
+        """(grad_input, grad_h0, grad_c0, grad_weights) of forward(keep_reserve=True), from the
+        gradients of its results (None: zero); grad_c0 None unless LSTM."""
+        for w, (name, shape) in zip(weights, self._weights):
+            if not _fit_weight(w, shape, self.dtype):  # param.data may have changed since
+                raise RuntimeError(f"{name} was replaced by a tensor of shape "
+                                   f"{list(w.shape)} and dtype {w.dtype} between forward and "
+                                   f"backward; expected {list(shape)}, {self.dtype}")
+        output_shape, hy_shape, cy_shape = self._result_shapes
+        if output_shape is None:
+            # A cell's output is its hy, and the core adds dy and dhy at the last step: h_1's
+            # gradient passed as dy spares a zero-filled one.
+            grad_output, grad_hy = grad_hy, None
+        if grad_output is None:
+            grad_output = input.new_zeros(*(output_shape or hy_shape))
+        grad_input = torch.empty_like(input)
+        grad_h0 = input.new_empty(*self._state_shapes[0])
+        grad_c0 = None if cy_shape is None else input.new_empty(*self._state_shapes[1])
+        grad_weights = [torch.empty_like(w) for w in weights]
+        # Named, so that they live until the native call returns.
+        dy, dhy, dcy = (_contiguous(g, self.dtype) for g in (grad_output, grad_hy, grad_cy))
+        scratch = _scratch_buffer(self._workspace_bytes[_C.Pass.Backward])
+        _C.rnn_backward(self._desc, self._dtype, input.data_ptr(),
+                        [w.data_ptr() for w in weights], _ptr(h0), _ptr(c0), [],
+                        reserve.data_ptr(), dy.data_ptr(), _ptr(dhy), _ptr(dcy),
+                        grad_input.data_ptr(), grad_h0.data_ptr(), _ptr(grad_c0),
+                        [g.data_ptr() for g in grad_weights], scratch.data_ptr(),
+                        torch.get_num_threads())
+        return grad_input, grad_h0, grad_c0, grad_weights
+
+
+def _fit_weight(w: Tensor, shape, dtype: torch.dtype) -> bool:
+    """Whether the kernels can read w as the weight of ``shape``: contiguous, on the CPU, of
+    ``dtype``."""
+    return w.dtype is dtype and w.shape == shape and w.is_contiguous() and w.is_cpu
+
+
+class _PlannedRnn(torch.autograd.Function):
+    """_EagerRnn for a call a StreamPlan has checked: its forward and backward hand the plan the
+    tensors as they are, so a streamed training step pays little Python. Inputs: the plan,
+    time-major contiguous input, h0, c0 (None where absent), the weights."""
+
+    @staticmethod
+    def forward(ctx, plan: StreamPlan, input, h0, c0, *weights):
+        output, hy, cy, reserve = plan.forward(input, list(weights), h0, c0, keep_reserve=True)
+        ctx.plan = plan
+        ctx.save_for_backward(input, h0, c0, reserve, *weights)
+        ctx.set_materialize_grads(False)  # None means zero to the native backward
+        return output, hy, cy
+
+    @staticmethod
+    def backward(ctx, grad_output, grad_hy, grad_cy):
+        if torch.is_grad_enabled():
+            raise RuntimeError(_NO_DOUBLE_BACKWARD)
+        input, h0, c0, reserve, *weights = ctx.saved_tensors
+        grad_input, grad_h0, grad_c0, grad_weights = ctx.plan.backward(
+            input, weights, h0, c0, reserve, grad_output, grad_hy, grad_cy)
+        return (None, grad_input, None if h0 is None else grad_h0,
+                None if c0 is None else grad_c0, *grad_weights)
 
 
 def _plain_state(t, shape, dtype: torch.dtype) -> Optional[Tensor]:
@@ -409,6 +490,8 @@ rnn = torch.library.custom_op("fastrnn::rnn", mutates_args=())(_rnn_impl)
 
 
 _PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
+_NO_DOUBLE_BACKWARD = ("fastrnn: double backward (create_graph=True) through fastrnn.rnn "
+                       "is not supported")
 
 
 def capturing() -> bool:
@@ -536,8 +619,7 @@ def _rnn_grads(ctx, grad_output, grad_hy, grad_cy, run_backward):
     """Gradients of ``rnn``'s inputs, in its argument order, through ``run_backward`` (the
     ``rnn_backward`` op, or its implementation when no dispatcher is involved)."""
     if torch.is_grad_enabled():
-        raise RuntimeError("fastrnn: double backward (create_graph=True) through fastrnn.rnn "
-                           "is not supported")
+        raise RuntimeError(_NO_DOUBLE_BACKWARD)
     saved = list(ctx.saved_tensors)
     input, reserve = saved[:2]
     weights = saved[2:2 + ctx.num_weights]
