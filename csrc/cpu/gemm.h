@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "cpu/threads.h"
@@ -295,16 +296,12 @@ void gemm_direct_dots(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, 
   });
 }
 
-// c[0:N] = init + sum_{k < kb} a[k * a_stride] * B[k][0:N] for kb <= KB, the coefficients
-// broadcast once and kept in registers. kb picks the instantiation (the same pattern as
-// accumulate_rows) so that the k loop is unrolled; four output vectors are in flight at a time
-// (one at a time waited on FMA latency: 3-4x slower at K <= 8).
+// c[0:N] = init + sum_{k < KB} a[k * a_stride] * B[k][0:N], the coefficients broadcast once
+// and kept in registers; four output vectors are in flight at a time (one at a time waited on
+// FMA latency: 3-4x slower at K <= 8).
 template <int KB, class T>
-void combine_rows(int kb, const T* a, int64_t a_stride, const T* B, int64_t ldb, int64_t N,
-                  bool add, const T* bias, T* c) {
-  if constexpr (KB > 1) {
-    if (kb < KB) return combine_rows<KB - 1>(kb, a, a_stride, B, ldb, N, add, bias, c);
-  }
+inline void combine_rows(const T* a, int64_t a_stride, const T* B, int64_t ldb, int64_t N,
+                         bool add, const T* bias, T* c) {
   using V = VecOf<T>;
   constexpr int W = V::kWidth, kUnroll = 4;  // independent vectors in flight
   V coef[KB];
@@ -326,20 +323,41 @@ void combine_rows(int kb, const T* a, int64_t a_stride, const T* B, int64_t ldb,
   }
 }
 
+// f(std::integral_constant<int, n>{}) for a run-time 0 <= n < N: one dispatch, so that the loop
+// inside f is compiled for each n.
+template <int N, class F>
+inline void with_constant(int n, F&& f) {
+  if constexpr (N > 0) {
+    if (n == N - 1) return f(std::integral_constant<int, N - 1>{});
+    with_constant<N - 1>(n, f);
+  }
+}
+
 // op(B) = B (row-major [K,N]), A any layout: each row of C is a combination of rows of B,
-// kKBlock of them per pass over the row.
+// kKBlock of them per pass over the row, then the K % kKBlock left. The depth of the last pass
+// is dispatched once per product, not per row: walking down to it through one out-of-line
+// instantiation per level cost 8 calls per row when K = 1 (the weight gradients of a batch-1
+// step: LSTMCell H=128 backward 53 us, most of it in those calls; bench/kernels/NOTES.md).
 template <class T>
 void gemm_direct_combine(int64_t M, int64_t N, int64_t K, MatA<T> a, const T* B, int64_t ldb,
                          bool accumulate, T* C, int64_t ldc, const T* bias) {
   constexpr int kKBlock = 8;
-  for (int64_t i = 0; i < M; ++i) {
-    T* c = C + i * ldc;
-    for (int64_t k0 = 0; k0 < K; k0 += kKBlock) {
-      const int kb = static_cast<int>(imin(kKBlock, K - k0));
-      combine_rows<kKBlock>(kb, a.base + i * a.row_stride + k0 * a.k_stride, a.k_stride,
-                            B + k0 * ldb, ldb, N, accumulate || k0 > 0, bias, c);
+  const int64_t full_end = K / kKBlock * kKBlock;
+  with_constant<kKBlock>(static_cast<int>(K - full_end), [&](auto tail) {
+    constexpr int kTail = decltype(tail)::value;
+    for (int64_t i = 0; i < M; ++i) {
+      const T* ai = a.base + i * a.row_stride;
+      T* c = C + i * ldc;
+      for (int64_t k0 = 0; k0 < full_end; k0 += kKBlock) {
+        combine_rows<kKBlock>(ai + k0 * a.k_stride, a.k_stride, B + k0 * ldb, ldb, N,
+                              accumulate || k0 > 0, bias, c);
+      }
+      if constexpr (kTail > 0) {
+        combine_rows<kTail>(ai + full_end * a.k_stride, a.k_stride, B + full_end * ldb, ldb, N,
+                            accumulate || full_end > 0, bias, c);
+      }
     }
-  }
+  });
 }
 
 // The micro-kernel's unpacked counterpart for a few rows: acc[r][g] lane c = dot(A row r,
