@@ -10,6 +10,9 @@ Everything every test file needs lives here, in one place:
   The ``seed`` fixture returns that seed; ``rng`` gives a ``random.Random`` seeded from it (for
   choosing sizes, lengths, ...), independent of torch's generator.
 
+* ``general_calls``: counts the calls that take the modules' general path (``_ops.run_rnn``),
+  so tests can require the fast path, or its absence.
+
 ``from conftest import ...`` is deliberately not the interface (it depends on rootdir/sys.path
 details under pytest); use the fixtures.
 """
@@ -19,6 +22,8 @@ import random
 
 import pytest
 import torch
+
+from fastrnn import _ops
 
 try:  # numpy is a test dependency, but keep the seeding fixture usable without it
     import numpy as _np
@@ -100,3 +105,17 @@ def tolerances():
 def assert_close():
     """``assert_close(actual, expected, dtype=None, msg=None, **overrides)`` using TOLERANCES."""
     return _assert_close
+
+
+@pytest.fixture
+def general_calls(monkeypatch):
+    """Counts calls of the general path's entry (``_ops.run_rnn``) into the returned list."""
+    calls = []
+    original = _ops.run_rnn
+
+    def counting(*args, **kwargs):
+        calls.append(args[6])  # the cell name
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_ops, "run_rnn", counting)
+    return calls

@@ -1,7 +1,17 @@
 """Helpers shared by the test files: a torch module and its fastrnn twin with the same weights.
 (Imported as a plain module: pytest puts tests/ on sys.path.)"""
 
+import torch.nn as nn
+
 import fastrnn
+
+# The cell kinds the path tests cover: (torch class, constructor arguments).
+CELLS = {
+    "rnn_tanh": (nn.RNNCell, dict(nonlinearity="tanh")),
+    "rnn_relu_nobias": (nn.RNNCell, dict(nonlinearity="relu", bias=False)),
+    "lstm": (nn.LSTMCell, {}),
+    "gru": (nn.GRUCell, {}),
+}
 
 
 def fr_class(torch_cls):

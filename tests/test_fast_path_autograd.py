@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fastrnn import _ops, modules
-from pairs import make_pair
+from fastrnn import modules
+from pairs import CELLS, make_pair
 
 MODULES = {
     "rnn_tanh": (nn.RNN, dict(nonlinearity="tanh")),
@@ -22,30 +22,10 @@ MODULES = {
     "lstm_proj": (nn.LSTM, dict(proj_size=3)),
     "gru_2layer_bidir": (nn.GRU, dict(num_layers=2, bidirectional=True)),
 }
-CELLS = {
-    "rnn_tanh": (nn.RNNCell, dict(nonlinearity="tanh")),
-    "rnn_relu_nobias": (nn.RNNCell, dict(nonlinearity="relu", bias=False)),
-    "lstm": (nn.LSTMCell, {}),
-    "gru": (nn.GRUCell, {}),
-}
 I, H = 5, 6
 # Which tensors require grad: everything, the weights only (input and state are data), the
 # input and state only (frozen weights).
 REQUIRES = ["all", "weights", "data"]
-
-
-@pytest.fixture
-def general_calls(monkeypatch):
-    """Counts calls of the general path's entry (``_ops.run_rnn``) into the returned list."""
-    calls = []
-    original = _ops.run_rnn
-
-    def counting(*args, **kwargs):
-        calls.append(args[6])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(_ops, "run_rnn", counting)
-    return calls
 
 
 def flat(result):

@@ -12,8 +12,7 @@ import torch
 import torch.nn as nn
 
 import fastrnn
-from fastrnn import _ops
-from pairs import make_pair
+from pairs import CELLS, make_pair
 
 MODULES = {
     "rnn_tanh": (nn.RNN, dict(nonlinearity="tanh")),
@@ -22,27 +21,7 @@ MODULES = {
     "lstm_proj": (nn.LSTM, dict(proj_size=3)),
     "gru": (nn.GRU, {}),
 }
-CELLS = {
-    "rnn_tanh": (nn.RNNCell, dict(nonlinearity="tanh")),
-    "rnn_relu_nobias": (nn.RNNCell, dict(nonlinearity="relu", bias=False)),
-    "lstm": (nn.LSTMCell, {}),
-    "gru": (nn.GRUCell, {}),
-}
 I, H = 5, 6
-
-
-@pytest.fixture
-def general_calls(monkeypatch):
-    """Counts calls of the general path's entry (``_ops.run_rnn``) into the returned list."""
-    calls = []
-    original = _ops.run_rnn
-
-    def counting(*args, **kwargs):
-        calls.append(args[6])  # the cell name
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(_ops, "run_rnn", counting)
-    return calls
 
 
 def sequence_inputs(module, T, B, batch_first, with_state, dtype):
