@@ -3,9 +3,12 @@
 ``fastrnn::rnn`` runs a whole stack (layers x directions) over a padded [T, B, I] or packed
 [N, I] (+ batch_sizes) input; ``fastrnn::rnn_backward`` is its backprop-through-time.
 Each op has a fake implementation (shapes only) for torch.compile / export, and ``rnn`` has
-autograd registered. The modules call ``run_rnn``, which takes the op only where the dispatcher
-is needed (compile, export, functorch, tensor subclasses, CUDA, meta); eager CPU calls run the
-same implementation and autograd formula without it (``_EagerRnn``, or no autograd at all).
+autograd registered. The modules' common calls (plain CPU tensors, no autocast, compile or
+functorch) go through a ``StreamPlan``, which checks and runs them with the least Python
+(``_PlannedRnn`` under autograd); every other call goes through ``run_rnn``, which takes the op
+only where the dispatcher is needed (compile, export, functorch, tensor subclasses, CUDA, meta)
+and otherwise runs the same implementation and autograd formula without it (``_EagerRnn``, or
+no autograd at all).
 The modules check their arguments as torch does before calling; the op itself checks every
 shape the native core computes addresses from (``_sizes``), which is what a weight replaced
 through ``param.data`` or a direct caller can get wrong.
