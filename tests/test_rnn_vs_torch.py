@@ -352,6 +352,24 @@ def test_weight_gradients_over_many_rows_vs_torch(mode, rng, assert_close):
     compare_at_sizes(mode, 263, 70, 35, 10, 30, torch.float64, rng, assert_close)
 
 
+@pytest.mark.parametrize("mode", SIZED_MODES)
+@pytest.mark.parametrize("form", ["padded", "packed_unsorted"])
+def test_backward_in_several_chunks_vs_torch(mode, form, rng, assert_close):
+    """1,080 padded rows: the CPU backward walks them in chunks of about 512 rows (22 steps at
+    B = 24: chunks of 22, 22 and 1 steps), each adding its terms to the weight gradients and
+    writing its rows of dX; two layers (dX of the upper layer is dy of the lower), both
+    directions (the reverse one's chunks start at the other end of the rows and add to the
+    same dX) and unsorted packed lengths, so that chunks hold uneven row counts and the previous
+    states of shorter sequences come from h0 / c0 mid-chunk."""
+    torch_cls, extra = MODES[mode]
+    kwargs = dict(extra, num_layers=2, bidirectional=True, dtype=torch.float64,
+                  **(dict(proj_size=4) if mode == "lstm_proj" else {}))
+    ref, mod = make_pair(torch_cls, 9, 10, **kwargs)
+    compare(ref, mod, lambda: make_case(rng, ref, form=form, T=45, B=24, batch_first=False,
+                                        with_state=True, dtype=torch.float64),
+            assert_close, torch.float64)
+
+
 def compare_on_two_threads(mode, I, H, P, T, B, rng, assert_close):
     previous = torch.get_num_threads()
     torch.set_num_threads(2)

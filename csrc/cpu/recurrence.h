@@ -15,7 +15,10 @@
 //             scratch for one chunk, reused, and keeps nothing else.
 //             Direct mode (a handful of rows, see direct()) projects all rows at once instead.
 //   backward  the same, in reverse: the cell's backward per unit slice, then dh_{t-1} = dG W_hh split
-//             by output columns; finally whole-sequence GEMMs for dW_ih, dW_hh, dW_hr and dX.
+//             by output columns. A chunk of steps at a time (~kBackwardChunkRows rows, newest
+//             first): after the chunk's steps, GEMMs over its rows add to dW_ih, dW_hh, dW_hr
+//             and write its rows of dX, so dG and the gathered previous states are chunk-sized
+//             scratch read back from L3, not sequence-sized buffers.
 // States: h travels between steps through a double buffer [2][B][O] (every thread reads all of
 // h_{t-1}); c is private to the unit's owner and updated in place. Only rows < batch_sizes[t]
 // are computed at step t; the others are carried over unchanged, which is PackedSequence
@@ -139,8 +142,7 @@ class Driver {
                             : layer_input(f, reserve + layout_.layer_out(N_, l - 1), buf.masked, l);
       T* dx_l = l == 0 ? static_cast<T*>(a.dx) : buf.dy_next[l % 2];
       for (int64_t d = 0; d < D_; ++d) {
-        backward_recurrence(a, l, d, dy_l, reserve, buf.dir[0], threads_);
-        backward_gemms(a, l, d, x_l, dx_l, reserve, buf.dir[0]);  // dX sums over directions
+        backward_layer_direction(a, l, d, dy_l, x_l, dx_l, reserve, buf.dir[0]);
       }
       if (l > 0 && !f.masks.empty()) {
         const T* mask = static_cast<const T*>(f.masks[l - 1]);
@@ -162,6 +164,15 @@ class Driver {
   int64_t chunk_steps() const { return B_ >= kChunkRows || B_ < 1 ? 1 : ceil_div(kChunkRows, B_); }
   // Rows of the gate block inference keeps: one chunk, or every row in direct mode.
   int64_t inference_rows() const { return direct() ? N_ : imin(N_, chunk_steps() * B_); }
+
+  // Steps per chunk of backward: about kBackwardChunkRows rows, two of the GEMMs' K blocks, so
+  // that the chunk's weight-gradient products are as deep as whole-sequence ones were per pass
+  // while its dG rows (4 MiB at G*H = 2048) are still in L3 when they read them.
+  static constexpr int64_t kBackwardChunkRows = 512;
+  int64_t backward_chunk_steps() const {
+    return B_ >= kBackwardChunkRows || B_ < 1 ? 1 : ceil_div(kBackwardChunkRows, B_);
+  }
+  int64_t backward_rows() const { return imin(N_, backward_chunk_steps() * B_); }
 
   // Threads for the time loop: one when a step is too small to repay a barrier per step. The
   // same limit in both passes since the jobs run on torch's OpenMP team (cpu/threads.h); on a
@@ -200,12 +211,12 @@ class Driver {
     // pre-projection h (P > 0).
     T* gates;
     T* hh;
-    // Backward only:
-    T* h_prev;  // [N, O] the h each row's step started from
-    T* c_prev;  // [N, H] (LSTM)
-    T* dgi;     // [N, G*H] gradient of the input-side pre-activations
-    T* dgh;     // [N, G*H] recurrent side; aliases dgi unless the cell has a direct h path
-    T* dr;      // [N, P] gradient of the projected output (P > 0)
+    // Backward only, rows of one chunk (backward_rows(), indexed from the chunk's first row):
+    T* h_prev;  // [rows, O] the h each row's step started from
+    T* c_prev;  // [rows, H] (LSTM)
+    T* dgi;     // [rows, G*H] gradient of the input-side pre-activations
+    T* dgh;     // [rows, G*H] recurrent side; aliases dgi unless the cell has a direct h path
+    T* dr;      // [rows, P] gradient of the projected output (P > 0)
   };
   struct Buffers {
     T* masked;        // [N, D*O] the previous layer's output times its dropout mask (L > 1)
@@ -240,15 +251,16 @@ class Driver {
     for (int64_t d = 0; d < (bwd ? 1 : D_); ++d) {
       DirectionBuffers& b = buf.dir[d];
       if (bwd) {
-        // dW_ih, dW_hh, dW_hr (K = N rows) and dX (K = G*H); W_hh and W_hr as stored.
-        b.pack = ws.take(gemm_pack_elems<T>(N_ > GH_ ? N_ : GH_, widest_gradient()));
+        const int64_t rows = backward_rows();
+        // dW_ih, dW_hh, dW_hr (K = a chunk's rows) and dX (K = G*H); W_hh and W_hr as stored.
+        b.pack = ws.take(gemm_pack_elems<T>(rows > GH_ ? rows : GH_, widest_gradient()));
         b.w_rec = ws.take(out_blocks_ * GH_ * W);
         b.w_proj = ws.take(P_ > 0 ? unit_blocks_ * P_ * W : 0);
-        b.h_prev = ws.take(N_ * O_);
-        b.c_prev = ws.take(Cell::kHasCell ? N_ * H_ : 0);
-        b.dgi = ws.take(N_ * GH_);
-        b.dgh = Cell::kDirectHPath ? ws.take(N_ * GH_) : b.dgi;
-        b.dr = ws.take(N_ * P_);
+        b.h_prev = ws.take(rows * O_);
+        b.c_prev = ws.take(Cell::kHasCell ? rows * H_ : 0);
+        b.dgi = ws.take(rows * GH_);
+        b.dgh = Cell::kDirectHPath ? ws.take(rows * GH_) : b.dgi;
+        b.dr = ws.take(rows * P_);
       } else if (!direct()) {  // direct mode multiplies straight from the weights
         b.w_in = ws.take(unit_blocks_ * max_layer_input() * G * W);
         b.w_rec = ws.take(unit_blocks_ * O_ * G * W);
@@ -519,19 +531,20 @@ class Driver {
     carry(cur, next, bs, q0, q1);
   }
 
-  // Rows of the state that fed each step: the previous step's rows, or the initial state for
-  // rows that start at this step (the first step of a direction, or shorter packed sequences
-  // in the reverse direction).
+  // Rows of the state that fed the steps of times [t0, t1): the previous step's rows, or the
+  // initial state for rows that start at their step (the first step of a direction, or shorter
+  // packed sequences in the reverse direction). Row r of the sequence goes to row r - first.
   void gather_previous(const T* seq, int64_t ld_seq, int64_t col, const void* init,
-                       int64_t init_offset, int64_t width, bool reverse, T* out) const {
+                       int64_t init_offset, int64_t width, bool reverse, int64_t t0, int64_t t1,
+                       int64_t first, T* out) const {
     const T* init_rows = init ? static_cast<const T*>(init) + init_offset : nullptr;
-    for (int64_t t = 0; t < desc_.seq_len; ++t) {
+    for (int64_t t = t0; t < t1; ++t) {
       const int64_t prev = reverse ? t + 1 : t - 1;
       const bool has_prev = prev >= 0 && prev < desc_.seq_len;
       const int64_t bs = desc_.rows_at(t), off = desc_.offset_at(t);
       const int64_t bs_prev = has_prev ? desc_.rows_at(prev) : 0;
       for (int64_t b = 0; b < bs; ++b) {
-        T* dst = out + (off + b) * width;
+        T* dst = out + (off + b - first) * width;
         if (b < bs_prev) {
           copy_n(seq + (desc_.offset_at(prev) + b) * ld_seq + col, width, dst);
         } else if (init_rows) {
@@ -543,40 +556,70 @@ class Driver {
     }
   }
 
-  // Backprop through the steps of one (layer, direction): dG rows, dh0, dc0.
+  // The steps of a backward chunk: [s0, s1) in forward processing order (walked from s1 - 1
+  // down), whose rows are [first, first + count) of the sequence.
+  struct StepChunk {
+    int64_t s0, s1, first, count;
+  };
+
+  // Backprop through one (layer, direction): dh0, dc0, its weight gradients and its share of dX
+  // (the directions' shares add up), a chunk of steps at a time from the last.
+  void backward_layer_direction(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* dy_l,
+                                const T* x_l, T* dx_l, const T* reserve,
+                                const DirectionBuffers& buf) const {
+    const int64_t state = l * D_ + d, T_ = desc_.seq_len;
+    T* dc_run = Cell::kHasCell ? static_cast<T*>(a.dc0) + state * B_ * H_ : nullptr;
+    init_state(a.dhy, state * B_ * O_, B_ * O_, buf.states);
+    if (Cell::kHasCell) init_state(a.dcy, state * B_ * H_, B_ * H_, dc_run);
+    // At least one chunk, empty when T = 0, so that the gradients are written (zeros) anyway.
+    for (int64_t s1 = T_, s0; ; s1 = s0) {
+      s0 = s1 > backward_chunk_steps() ? s1 - backward_chunk_steps() : 0;
+      StepChunk chunk{s0, s1, 0, 0};
+      chunk_rows(s0, s1, d == 1, chunk.first, chunk.count);
+      backward_recurrence(a, l, d, dy_l, reserve, buf, chunk, dc_run, s1 == T_);
+      backward_gemms(a, l, d, x_l, dx_l, reserve, buf, chunk, s1 != T_);
+      if (s0 == 0) break;
+    }
+    copy_n(buf.states + (T_ % 2) * B_ * O_, B_ * O_, static_cast<T*>(a.dh0) + state * B_ * O_);
+  }
+
+  // The steps of one chunk: its dG rows (and dr with a projection) into the chunk buffers,
+  // dh and dc carried in buf.states and dc_run. The first chunk also packs the weights.
   void backward_recurrence(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* dy_l,
-                           const T* reserve, const DirectionBuffers& buf,
-                           int threads_here) const {
+                           const T* reserve, const DirectionBuffers& buf, const StepChunk& chunk,
+                           T* dc_run, bool first_chunk) const {
     const RnnForwardArgs& f = a.fwd;
     const LayerWeights<T> w = layer_weights(f.weights, l, d);
-    const int64_t ldy = D_ * O_;
+    const int64_t ldy = D_ * O_, T_ = desc_.seq_len;
     const int64_t state = l * D_ + d;
     const bool reverse = d == 1;
     const T* gates = reserve + layout_.gates(N_, l, d);
     const T* cells = reserve + layout_.cell(N_, l, d);
     const T* y_l = reserve + layout_.layer_out(N_, l);
+    const int64_t t0 = reverse ? T_ - chunk.s1 : chunk.s0, t1 = reverse ? T_ - chunk.s0 : chunk.s1;
+    const int64_t first = chunk.first;
 
-    gather_previous(y_l, ldy, d * O_, f.h0, state * B_ * O_, O_, reverse, buf.h_prev);
-    if (Cell::kHasCell) gather_previous(cells, H_, 0, f.c0, state * B_ * H_, H_, reverse, buf.c_prev);
-    T* dc_run = Cell::kHasCell ? static_cast<T*>(a.dc0) + state * B_ * H_ : nullptr;
-    init_state(a.dhy, state * B_ * O_, B_ * O_, buf.states);
-    if (Cell::kHasCell) init_state(a.dcy, state * B_ * H_, B_ * H_, dc_run);
+    gather_previous(y_l, ldy, d * O_, f.h0, state * B_ * O_, O_, reverse, t0, t1, first,
+                    buf.h_prev);
+    if (Cell::kHasCell) {
+      gather_previous(cells, H_, 0, f.c0, state * B_ * H_, H_, reverse, t0, t1, first,
+                      buf.c_prev);
+    }
 
     const bool direct = this->direct();
-    const int threads = recurrence_threads(direct, threads_here);
+    const int threads = recurrence_threads(direct, threads_);
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
       const int64_t q0 = out_blocks_ * tid / n, q1 = out_blocks_ * (tid + 1) / n;
-      if (!direct) {
+      if (first_chunk && !direct) {
         // dh_{t-1} = dG W_hh: W_hh [G*H, O] is the B operand as stored, split by O columns.
         pack_panels<1>(Trans::No, w.w_hh, O_, 0, GH_, O_, q0, q1, buf.w_rec);
         // dhh = dr W_hr: W_hr [P, H] as stored, split by hidden units.
         if (P_ > 0) pack_panels<1>(Trans::No, w.w_hr, H_, 0, P_, H_, u0, u1, buf.w_proj);
+        barrier.wait();
       }
-      barrier.wait();
-      const int64_t T_ = desc_.seq_len;
-      for (int64_t s = T_ - 1; s >= 0; --s) {
+      for (int64_t s = chunk.s1 - 1; s >= chunk.s0; --s) {
         const int64_t t = reverse ? T_ - 1 - s : s;
         const int64_t bs = desc_.rows_at(t), off = desc_.offset_at(t);
         const T* cur = buf.states + ((T_ - 1 - s) % 2) * B_ * O_;
@@ -587,14 +630,15 @@ class Driver {
             const int64_t p0 = q * W, np = imin(W, O_ - p0);
             for (int64_t b = 0; b < bs; ++b) {
               for (int64_t p = p0; p < p0 + np; ++p) {
-                buf.dr[(off + b) * P_ + p] = dy_l[(off + b) * ldy + d * O_ + p] + cur[b * O_ + p];
+                buf.dr[(off + b - first) * P_ + p] =
+                    dy_l[(off + b) * ldy + d * O_ + p] + cur[b * O_ + p];
               }
             }
           }
           barrier.wait();
         }
-        cell_backward_step(bs, off, u0, u1, gates, cells, dy_l + off * ldy + d * O_, ldy, cur,
-                           next, dc_run, direct ? nullptr : buf.w_proj, w.w_hr, buf);
+        cell_backward_step(bs, off, first, u0, u1, gates, cells, dy_l + off * ldy + d * O_, ldy,
+                           cur, next, dc_run, direct ? nullptr : buf.w_proj, w.w_hr, buf);
         barrier.wait();  // dG of every unit is complete
         constexpr int MR = tile_rows<1>();
         for_each_tile<MR>(q0, q1, O_, bs, [&](int64_t q, int64_t p0, int np, int64_t r0, int rows) {
@@ -606,7 +650,7 @@ class Driver {
               store(out, dst, np);
             }
           };
-          const T* dg_rows = buf.dgh + (off + r0) * GH_;
+          const T* dg_rows = buf.dgh + (off - first + r0) * GH_;
           if (direct) {
             direct_rows_tile(rows, GH_, dg_rows, GH_, w.w_hh + p0, O_, np, dh_epilogue);
           } else {
@@ -620,43 +664,44 @@ class Driver {
         // dG, are new rows at every step, each read after the barrier that completes them.
       }
     });
-    copy_n(buf.states + (desc_.seq_len % 2) * B_ * O_, B_ * O_,
-           static_cast<T*>(a.dh0) + state * B_ * O_);
   }
 
-  // Whole-sequence GEMMs of one (layer, direction) from its dG rows: the weight gradients (in
-  // the flat list's order w_ih, w_hh, b_ih, b_hh, w_hr) and its share of dX.
+  // GEMMs over one chunk's dG rows: its terms of the weight gradients (in the flat list's order
+  // w_ih, w_hh, b_ih, b_hh, w_hr; written by the first chunk, added to by the others) and its
+  // rows of this direction's share of dX.
   void backward_gemms(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* x_l, T* dx_l,
-                      const T* reserve, const DirectionBuffers& buf) const {
+                      const T* reserve, const DirectionBuffers& buf, const StepChunk& chunk,
+                      bool accumulate) const {
     const LayerWeights<T> w = layer_weights(a.fwd.weights, l, d);
     const int64_t in_l = desc_.layer_input_size(l), state = l * D_ + d;
-    const T* hh = reserve + layout_.hh(N_, l, d);
-    const int64_t first = state * desc_.weights_per_layer_direction();
-    auto dw = [&](int64_t k) { return static_cast<T*>(a.dweights[first + k]); };
+    const int64_t first = chunk.first, rows = chunk.count;
+    const T* hh = reserve + layout_.hh(N_, l, d) + first * H_;
+    const int64_t first_weight = state * desc_.weights_per_layer_direction();
+    auto dw = [&](int64_t k) { return static_cast<T*>(a.dweights[first_weight + k]); };
     int64_t k = 0;
-    gemm(Trans::Yes, Trans::No, GH_, in_l, N_, buf.dgi, GH_, x_l, in_l, false, dw(k++), in_l,
-         buf.pack, threads_);
-    gemm(Trans::Yes, Trans::No, GH_, O_, N_, buf.dgh, GH_, buf.h_prev, O_, false, dw(k++), O_,
-         buf.pack, threads_);
+    gemm(Trans::Yes, Trans::No, GH_, in_l, rows, buf.dgi, GH_, x_l + first * in_l, in_l,
+         accumulate, dw(k++), in_l, buf.pack, threads_);
+    gemm(Trans::Yes, Trans::No, GH_, O_, rows, buf.dgh, GH_, buf.h_prev, O_, accumulate,
+         dw(k++), O_, buf.pack, threads_);
     if (desc_.has_bias) {
-      column_sums(buf.dgi, dw(k++));
-      column_sums(buf.dgh, dw(k++));
+      column_sums(buf.dgi, rows, accumulate, dw(k++));
+      column_sums(buf.dgh, rows, accumulate, dw(k++));
     }
     if (P_ > 0) {
-      gemm(Trans::Yes, Trans::No, P_, H_, N_, buf.dr, P_, hh, H_, false, dw(k), H_, buf.pack,
-           threads_);
+      gemm(Trans::Yes, Trans::No, P_, H_, rows, buf.dr, P_, hh, H_, accumulate, dw(k), H_,
+           buf.pack, threads_);
     }
-    gemm(Trans::No, Trans::No, N_, in_l, GH_, buf.dgi, GH_, w.w_ih, in_l, d > 0, dx_l, in_l,
-         buf.pack, threads_);
+    gemm(Trans::No, Trans::No, rows, in_l, GH_, buf.dgi, GH_, w.w_ih, in_l, d > 0,
+         dx_l + first * in_l, in_l, buf.pack, threads_);
   }
 
   // The cell's backward at one step for unit blocks [u0, u1): dG rows, dc in place and, for
   // GRU, the direct part of dh_{t-1} into next (the owner of unit j also owns column j of dh
-  // when there is no projection).
+  // when there is no projection). Rows of the chunk buffers are indexed from `first`.
   // dhh comes from the packed w_proj, or straight from w_hr when w_proj is null (direct mode).
-  void cell_backward_step(int64_t bs, int64_t off, int64_t u0, int64_t u1, const T* gates,
-                          const T* cells, const T* dy_rows, int64_t ldy, const T* cur, T* next,
-                          T* dc_run, const T* w_proj, const T* w_hr,
+  void cell_backward_step(int64_t bs, int64_t off, int64_t first, int64_t u0, int64_t u1,
+                          const T* gates, const T* cells, const T* dy_rows, int64_t ldy,
+                          const T* cur, T* next, T* dc_run, const T* w_proj, const T* w_hr,
                           const DirectionBuffers& buf) const {
     const int64_t SH = S * H_;
     constexpr int MR = tile_rows<1>();
@@ -666,7 +711,7 @@ class Driver {
         auto keep = [&](V(&acc)[MR][1]) {
           for (int r = 0; r < rows; ++r) dhh[r] = acc[r][0];
         };
-        const T* dr_rows = buf.dr + (off + r0) * P_;
+        const T* dr_rows = buf.dr + (off - first + r0) * P_;
         if (w_proj) {
           tile<1>(rows, P_, MatA<T>{dr_rows, P_, 1}, w_proj + u * P_ * W, keep);
         } else {
@@ -678,18 +723,18 @@ class Driver {
         }
       }
       for (int r = 0; r < rows; ++r) {
-        const int64_t b = r0 + r, row = off + b;
+        const int64_t b = r0 + r, row = off + b, crow = row - first;
         V saved[S], dxp[G], dhp[G];
         for (int k = 0; k < S; ++k) saved[k] = load(gates + row * SH + k * H_ + j0, nj);
         const V c = Cell::kHasCell ? load(cells + row * H_ + j0, nj) : V(T(0));
-        const V c_prev = Cell::kHasCell ? load(buf.c_prev + row * H_ + j0, nj) : V(T(0));
-        const V h_prev = Cell::kDirectHPath ? load(buf.h_prev + row * O_ + j0, nj) : V(T(0));
+        const V c_prev = Cell::kHasCell ? load(buf.c_prev + crow * H_ + j0, nj) : V(T(0));
+        const V h_prev = Cell::kDirectHPath ? load(buf.h_prev + crow * O_ + j0, nj) : V(T(0));
         const V dc = Cell::kHasCell ? load(dc_run + b * H_ + j0, nj) : V(T(0));
         V dc_prev(T(0)), dh_prev(T(0));
         Cell::backward(dhh[r], dc, saved, c, c_prev, h_prev, dxp, dhp, dc_prev, dh_prev);
-        for (int g = 0; g < G; ++g) store(dxp[g], buf.dgi + row * GH_ + g * H_ + j0, nj);
+        for (int g = 0; g < G; ++g) store(dxp[g], buf.dgi + crow * GH_ + g * H_ + j0, nj);
         if (Cell::kDirectHPath) {
-          for (int g = 0; g < G; ++g) store(dhp[g], buf.dgh + row * GH_ + g * H_ + j0, nj);
+          for (int g = 0; g < G; ++g) store(dhp[g], buf.dgh + crow * GH_ + g * H_ + j0, nj);
           store(dh_prev, next + b * O_ + j0, nj);
         }
         if (Cell::kHasCell) store(dc_prev, dc_run + b * H_ + j0, nj);
@@ -697,13 +742,15 @@ class Driver {
     });
   }
 
-  // out[j] = sum over rows of m[row][j] for an [N, G*H] matrix, columns split across threads.
-  void column_sums(const T* m, T* out) const {
-    const int threads = N_ * GH_ < (1 << 16) ? 1 : threads_;
+  // out[j] (+)= sum over rows of m[row][j] for a [rows, G*H] matrix, columns split across
+  // threads; out is overwritten unless accumulate.
+  void column_sums(const T* m, int64_t rows, bool accumulate, T* out) const {
+    const int threads = rows * GH_ < (1 << 16) ? 1 : threads_;
     parallel(threads, [&](int tid, int n) {
-      for (int64_t j = GH_ * tid / n; j < GH_ * (tid + 1) / n; ++j) out[j] = T(0);
-      for (int64_t r = 0; r < N_; ++r) {
-        for (int64_t j = GH_ * tid / n; j < GH_ * (tid + 1) / n; ++j) out[j] += m[r * GH_ + j];
+      const int64_t j0 = GH_ * tid / n, j1 = GH_ * (tid + 1) / n;
+      if (!accumulate) fill_n(out + j0, j1 - j0, T(0));
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = j0; j < j1; ++j) out[j] += m[r * GH_ + j];
       }
     });
   }
