@@ -37,6 +37,29 @@ def test_unknown_or_unsupported_isa_is_a_value_error():
                 _C.set_cpu_isa(name)
 
 
+def test_workspace_size_does_not_depend_on_the_active_isa():
+    """Workspace sizes are computed once per shape and cached (StreamPlan, the descriptor cache),
+    and the ISA can be switched afterwards: the size must hold what every ISA's kernels carve,
+    which round blocks to their own vector widths (a size computed under the generic ISA
+    overflowed under AVX2)."""
+    previous = _C.cpu_isa()
+    try:
+        for cell, hidden, proj, dirs in [(_C.CellKind.LSTM, 17, 0, 2), (_C.CellKind.LSTM, 33, 9, 1),
+                                         (_C.CellKind.GRU, 70, 0, 2), (_C.CellKind.RNN_TANH, 5, 0, 1)]:
+            desc = _C.RnnDesc(cell=cell, num_layers=2, num_directions=dirs, input_size=5,
+                              hidden_size=hidden, proj_size=proj, has_bias=True, seq_len=4,
+                              batch=21, batch_sizes=[])
+            sizes = set()
+            for isa in SUPPORTED:
+                _C.set_cpu_isa(isa)
+                sizes.add(tuple(desc.workspace_elems(p, dtype)
+                                for p in (_C.Pass.Forward, _C.Pass.Inference, _C.Pass.Backward)
+                                for dtype in (_C.DType.float32, _C.DType.float64)))
+            assert len(sizes) == 1, (cell, hidden, sizes)
+    finally:
+        _C.set_cpu_isa(previous)
+
+
 CASES = [
     # (torch class, kwargs): hidden sizes cross every vector width (4, 8, 16 floats; 2, 4, 8
     # doubles) and leave partial tails.

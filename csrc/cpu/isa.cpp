@@ -1,5 +1,6 @@
 #include "cpu/isa.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 
@@ -91,6 +92,20 @@ const RnnKernels& rnn_kernels() {
     default:
       return generic::kRnnKernels;
   }
+}
+
+int64_t max_workspace_elems(const RnnDesc& desc, Pass pass, DType dtype) {
+  int64_t most = generic::kRnnKernels.workspace_elems(desc, pass, dtype);
+#if defined(FASTRNN_X86_ISAS)
+  // Only the supported ones: each kernel table's code is compiled for its own ISA.
+  if (supported(Isa::Avx2)) {
+    most = std::max(most, avx2::kRnnKernels.workspace_elems(desc, pass, dtype));
+  }
+  if (supported(Isa::Avx512)) {
+    most = std::max(most, avx512::kRnnKernels.workspace_elems(desc, pass, dtype));
+  }
+#endif
+  return most;
 }
 
 }  // namespace fastrnn::cpu

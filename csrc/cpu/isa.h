@@ -43,5 +43,7 @@ Isa active_isa();
 void set_isa(const std::string& name);
 std::string isa_name(Isa isa);
 const RnnKernels& rnn_kernels();
+// The most workspace any ISA this CPU supports needs (see fastrnn::workspace_elems).
+int64_t max_workspace_elems(const RnnDesc& desc, Pass pass, DType dtype);
 
 }  // namespace fastrnn::cpu

@@ -13,7 +13,7 @@ int64_t bytes_of(DType dtype, int64_t elems) {
 }  // namespace
 
 int64_t workspace_elems(const RnnDesc& desc, Pass pass, DType dtype) {
-  return cpu::rnn_kernels().workspace_elems(desc, pass, dtype);
+  return cpu::max_workspace_elems(desc, pass, dtype);
 }
 
 // The sequence-sized buffers a pass writes in full get huge pages (cpu/pages.h): LSTM
@@ -21,7 +21,8 @@ int64_t workspace_elems(const RnnDesc& desc, Pass pass, DType dtype) {
 // alternating runs; docs/design-notes.md).
 void rnn_forward_cpu(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args, int threads) {
   const Pass pass = args.reserve ? Pass::Forward : Pass::Inference;
-  const int64_t workspace = workspace_elems(desc, pass, dtype), N = desc.total_rows();
+  const int64_t workspace = cpu::rnn_kernels().workspace_elems(desc, pass, dtype);
+  const int64_t N = desc.total_rows();
   check_forward_args(desc, args, workspace > 0);
   cpu::advise_huge_pages(args.workspace, bytes_of(dtype, workspace));
   cpu::advise_huge_pages(args.reserve, bytes_of(dtype, reserve_elems_per_row(desc) * N));
@@ -30,7 +31,7 @@ void rnn_forward_cpu(const RnnDesc& desc, DType dtype, const RnnForwardArgs& arg
 }
 
 void rnn_backward_cpu(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int threads) {
-  const int64_t workspace = workspace_elems(desc, Pass::Backward, dtype);
+  const int64_t workspace = cpu::rnn_kernels().workspace_elems(desc, Pass::Backward, dtype);
   check_backward_args(desc, args, workspace > 0);
   cpu::advise_huge_pages(args.workspace, bytes_of(dtype, workspace));
   cpu::advise_huge_pages(args.dx, bytes_of(dtype, desc.total_rows() * desc.input_size));

@@ -96,6 +96,9 @@ enum class Pass { Forward, Inference, Backward };
 
 // Number of values (of the problem's dtype) of reserve and workspace. The reserve is linear in
 // N: reserve_elems_per_row * N, so that shape-only (fake) implementations can size it.
+// The workspace size is the largest that any of the CPU's instruction sets needs (their vector
+// widths round blocks differently), so that a size computed once stays enough when the ISA is
+// switched later (cpu::set_isa, which the tests use).
 int64_t reserve_elems_per_row(const RnnDesc& desc);
 int64_t workspace_elems(const RnnDesc& desc, Pass pass, DType dtype);
 
