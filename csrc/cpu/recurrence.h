@@ -141,9 +141,13 @@ class Driver {
       const T* x_l = l == 0 ? static_cast<const T*>(f.x)
                             : layer_input(f, reserve + layout_.layer_out(N_, l - 1), buf.masked, l);
       T* dx_l = l == 0 ? static_cast<T*>(a.dx) : buf.dy_next[l % 2];
-      for (int64_t d = 0; d < D_; ++d) {
-        backward_layer_direction(a, l, d, dy_l, x_l, dx_l, reserve, buf.dir[0]);
-      }
+      // dX is the sum of the directions' shares: the reverse one's goes to its own buffer and
+      // is added once both are done, the same sum whether they ran at once or one by one.
+      for_each_direction([&](int64_t d, int threads) {
+        backward_layer_direction(a, l, d, dy_l, x_l, d == 0 ? dx_l : buf.dx_reverse, reserve,
+                                 buf.dir[d], threads);
+      });
+      if (D_ == 2) add_rows(buf.dx_reverse, N_, desc_.layer_input_size(l), dx_l);
       if (l > 0 && !f.masks.empty()) {
         const T* mask = static_cast<const T*>(f.masks[l - 1]);
         for (int64_t i = 0; i < N_ * D_ * O_; ++i) dx_l[i] *= mask[i];
@@ -199,8 +203,8 @@ class Driver {
     return w > H_ ? w : H_;
   }
 
-  // Scratch of one direction's recurrence (forward: two sets when D = 2, so that the directions
-  // can run at the same time on different cores).
+  // Scratch of one direction's passes (two sets when D = 2, so that the directions can run at
+  // the same time on different cores).
   struct DirectionBuffers {
     T* pack;    // GEMM packing scratch (backward)
     T* w_in;    // packed input weights (forward, packed mode)
@@ -221,6 +225,7 @@ class Driver {
   struct Buffers {
     T* masked;        // [N, D*O] the previous layer's output times its dropout mask (L > 1)
     T* dy_next[2];    // [N, D*O] each: gradient flowing to the layer below (backward, L > 1)
+    T* dx_reverse;    // [N, layer input] the reverse direction's share of dX (backward, D = 2)
     T* layer_out[2];  // [N, D*O] each: outputs of layers below the last (inference, L > 1)
     DirectionBuffers dir[2];
   };
@@ -246,9 +251,10 @@ class Driver {
     buf.masked = ws.take(masked);
     buf.dy_next[0] = ws.take(bwd ? masked : 0);
     buf.dy_next[1] = ws.take(bwd ? masked : 0);
+    buf.dx_reverse = ws.take(bwd && D_ == 2 ? N_ * max_layer_input() : 0);
     buf.layer_out[0] = ws.take(inference ? masked : 0);
     buf.layer_out[1] = ws.take(inference && L_ > 2 ? masked : 0);
-    for (int64_t d = 0; d < (bwd ? 1 : D_); ++d) {
+    for (int64_t d = 0; d < D_; ++d) {
       DirectionBuffers& b = buf.dir[d];
       if (bwd) {
         const int64_t rows = backward_rows();
@@ -275,9 +281,8 @@ class Driver {
 
   // Runs f(d, threads) for each direction: both at once, one core each, when there are two
   // directions and at least two threads; else one after the other with all threads. Each output
-  // element is computed the same way either way, so the results are the same bits. Used by the
-  // forward pass only: backward's directions share one set of scratch buffers and both add into
-  // dX, so running them at once would need a second set and a fixed order for that sum.
+  // element is computed the same way either way, so the results are the same bits. Each
+  // direction has its own scratch (DirectionBuffers) and writes only its own results.
   template <class F>
   void for_each_direction(F&& f) const {
     if (D_ == 2 && threads_ >= 2) {
@@ -562,11 +567,11 @@ class Driver {
     int64_t s0, s1, first, count;
   };
 
-  // Backprop through one (layer, direction): dh0, dc0, its weight gradients and its share of dX
-  // (the directions' shares add up), a chunk of steps at a time from the last.
+  // Backprop through one (layer, direction) on `threads` threads: dh0, dc0, its weight
+  // gradients and its share of dX into dx_share, a chunk of steps at a time from the last.
   void backward_layer_direction(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* dy_l,
-                                const T* x_l, T* dx_l, const T* reserve,
-                                const DirectionBuffers& buf) const {
+                                const T* x_l, T* dx_share, const T* reserve,
+                                const DirectionBuffers& buf, int threads) const {
     const int64_t state = l * D_ + d, T_ = desc_.seq_len;
     T* dc_run = Cell::kHasCell ? static_cast<T*>(a.dc0) + state * B_ * H_ : nullptr;
     init_state(a.dhy, state * B_ * O_, B_ * O_, buf.states);
@@ -576,8 +581,8 @@ class Driver {
       s0 = s1 > backward_chunk_steps() ? s1 - backward_chunk_steps() : 0;
       StepChunk chunk{s0, s1, 0, 0};
       chunk_rows(s0, s1, d == 1, chunk.first, chunk.count);
-      backward_recurrence(a, l, d, dy_l, reserve, buf, chunk, dc_run, s1 == T_);
-      backward_gemms(a, l, d, x_l, dx_l, reserve, buf, chunk, s1 != T_);
+      backward_recurrence(a, l, d, dy_l, reserve, buf, chunk, dc_run, s1 == T_, threads);
+      backward_gemms(a, l, d, x_l, dx_share, reserve, buf, chunk, s1 != T_, threads);
       if (s0 == 0) break;
     }
     copy_n(buf.states + (T_ % 2) * B_ * O_, B_ * O_, static_cast<T*>(a.dh0) + state * B_ * O_);
@@ -587,7 +592,7 @@ class Driver {
   // dh and dc carried in buf.states and dc_run. The first chunk also packs the weights.
   void backward_recurrence(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* dy_l,
                            const T* reserve, const DirectionBuffers& buf, const StepChunk& chunk,
-                           T* dc_run, bool first_chunk) const {
+                           T* dc_run, bool first_chunk, int threads_here) const {
     const RnnForwardArgs& f = a.fwd;
     const LayerWeights<T> w = layer_weights(f.weights, l, d);
     const int64_t ldy = D_ * O_, T_ = desc_.seq_len;
@@ -607,7 +612,7 @@ class Driver {
     }
 
     const bool direct = this->direct();
-    const int threads = recurrence_threads(direct, threads_);
+    const int threads = recurrence_threads(direct, threads_here);
     SpinBarrier barrier(threads);
     parallel(threads, [&](int tid, int n) {
       const int64_t u0 = unit_blocks_ * tid / n, u1 = unit_blocks_ * (tid + 1) / n;
@@ -669,9 +674,9 @@ class Driver {
   // GEMMs over one chunk's dG rows: its terms of the weight gradients (in the flat list's order
   // w_ih, w_hh, b_ih, b_hh, w_hr; written by the first chunk, added to by the others) and its
   // rows of this direction's share of dX.
-  void backward_gemms(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* x_l, T* dx_l,
+  void backward_gemms(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* x_l, T* dx_share,
                       const T* reserve, const DirectionBuffers& buf, const StepChunk& chunk,
-                      bool accumulate) const {
+                      bool accumulate, int threads) const {
     const LayerWeights<T> w = layer_weights(a.fwd.weights, l, d);
     const int64_t in_l = desc_.layer_input_size(l), state = l * D_ + d;
     const int64_t first = chunk.first, rows = chunk.count;
@@ -680,19 +685,19 @@ class Driver {
     auto dw = [&](int64_t k) { return static_cast<T*>(a.dweights[first_weight + k]); };
     int64_t k = 0;
     gemm(Trans::Yes, Trans::No, GH_, in_l, rows, buf.dgi, GH_, x_l + first * in_l, in_l,
-         accumulate, dw(k++), in_l, buf.pack, threads_);
+         accumulate, dw(k++), in_l, buf.pack, threads);
     gemm(Trans::Yes, Trans::No, GH_, O_, rows, buf.dgh, GH_, buf.h_prev, O_, accumulate,
-         dw(k++), O_, buf.pack, threads_);
+         dw(k++), O_, buf.pack, threads);
     if (desc_.has_bias) {
-      column_sums(buf.dgi, rows, accumulate, dw(k++));
-      column_sums(buf.dgh, rows, accumulate, dw(k++));
+      column_sums(buf.dgi, rows, accumulate, dw(k++), threads);
+      column_sums(buf.dgh, rows, accumulate, dw(k++), threads);
     }
     if (P_ > 0) {
       gemm(Trans::Yes, Trans::No, P_, H_, rows, buf.dr, P_, hh, H_, accumulate, dw(k), H_,
-           buf.pack, threads_);
+           buf.pack, threads);
     }
-    gemm(Trans::No, Trans::No, rows, in_l, GH_, buf.dgi, GH_, w.w_ih, in_l, d > 0,
-         dx_l + first * in_l, in_l, buf.pack, threads_);
+    gemm(Trans::No, Trans::No, rows, in_l, GH_, buf.dgi, GH_, w.w_ih, in_l, false,
+         dx_share + first * in_l, in_l, buf.pack, threads);
   }
 
   // The cell's backward at one step for unit blocks [u0, u1): dG rows, dc in place and, for
@@ -744,13 +749,23 @@ class Driver {
 
   // out[j] (+)= sum over rows of m[row][j] for a [rows, G*H] matrix, columns split across
   // threads; out is overwritten unless accumulate.
-  void column_sums(const T* m, int64_t rows, bool accumulate, T* out) const {
-    const int threads = rows * GH_ < (1 << 16) ? 1 : threads_;
+  void column_sums(const T* m, int64_t rows, bool accumulate, T* out, int threads) const {
+    if (rows * GH_ < (1 << 16)) threads = 1;
     parallel(threads, [&](int tid, int n) {
       const int64_t j0 = GH_ * tid / n, j1 = GH_ * (tid + 1) / n;
       if (!accumulate) fill_n(out + j0, j1 - j0, T(0));
       for (int64_t r = 0; r < rows; ++r) {
         for (int64_t j = j0; j < j1; ++j) out[j] += m[r * GH_ + j];
+      }
+    });
+  }
+
+  // dst += src for [rows, width] matrices, rows split across threads.
+  void add_rows(const T* src, int64_t rows, int64_t width, T* dst) const {
+    const int threads = rows * width < (1 << 16) ? 1 : threads_;
+    parallel(threads, [&](int tid, int n) {
+      for (int64_t i = rows * tid / n * width; i < rows * (tid + 1) / n * width; ++i) {
+        dst[i] += src[i];
       }
     });
   }
