@@ -628,6 +628,35 @@ def test_input_without_grad_still_gives_param_grads(torch_cls, extra, rng, asser
                                         dtype=torch.float32, x_requires_grad=False), assert_close, torch.float32)
 
 
+@pytest.mark.parametrize("mode", SIZED_MODES)
+@pytest.mark.parametrize("form", ["padded", "packed_unsorted"])
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_skipped_input_gradient_leaves_the_others_bitwise(mode, form, dropout, rng):
+    """When the input does not require grad, the CPU backward skips its gradient's products (the
+    first layer's dX): every other gradient must be the same bits as with the input's gradient
+    computed. Padded input takes the modules' fast path, packed input and dropout the general
+    one; 1,080 rows so that the skipped product spans several backward chunks, both directions."""
+    torch_cls, extra = MODES[mode]
+    kwargs = dict(extra, num_layers=2, bidirectional=True, dropout=dropout,
+                  **(dict(proj_size=4) if mode == "lstm_proj" else {}))
+    _, mod = make_pair(torch_cls, 9, 10, **kwargs)
+    case = make_case(rng, mod, form=form, T=45, B=24, batch_first=False, with_state=True,
+                     dtype=torch.float32)
+    grads = {}
+    for x_requires_grad in (True, False):
+        case.x.requires_grad_(x_requires_grad)
+        case.x.grad = None
+        torch.manual_seed(0)  # the same dropout masks
+        outs = flat_outputs(call(mod, case.module_input(), case.hx()))
+        wrt = [t for t in (case.h0, case.c0) if t is not None] + list(mod.parameters())
+        loss = sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs)
+        grads[x_requires_grad] = torch.autograd.grad(loss, wrt)
+        if not x_requires_grad:
+            assert case.x.grad is None
+    for with_input, without in zip(grads[True], grads[False]):
+        assert torch.equal(with_input, without)
+
+
 @pytest.mark.parametrize("torch_cls", [nn.RNN, nn.LSTM, nn.GRU])
 def test_frozen_parameters_grad_to_input_only(torch_cls, assert_close):
     ref, mod = make_pair(torch_cls, 3, 4, num_layers=2)

@@ -140,14 +140,15 @@ class Driver {
     for (int64_t l = L_ - 1; l >= 0; --l) {
       const T* x_l = l == 0 ? static_cast<const T*>(f.x)
                             : layer_input(f, reserve + layout_.layer_out(N_, l - 1), buf.masked, l);
+      // Null for the first layer when the caller does not need the input's gradient.
       T* dx_l = l == 0 ? static_cast<T*>(a.dx) : buf.dy_next[l % 2];
       // dX is the sum of the directions' shares: the reverse one's goes to its own buffer and
       // is added once both are done, the same sum whether they ran at once or one by one.
       for_each_direction([&](int64_t d, int threads) {
-        backward_layer_direction(a, l, d, dy_l, x_l, d == 0 ? dx_l : buf.dx_reverse, reserve,
-                                 buf.dir[d], threads);
+        backward_layer_direction(a, l, d, dy_l, x_l, d == 0 || !dx_l ? dx_l : buf.dx_reverse,
+                                 reserve, buf.dir[d], threads);
       });
-      if (D_ == 2) add_rows(buf.dx_reverse, N_, desc_.layer_input_size(l), dx_l);
+      if (D_ == 2 && dx_l) add_rows(buf.dx_reverse, N_, desc_.layer_input_size(l), dx_l);
       if (l > 0 && !f.masks.empty()) {
         const T* mask = static_cast<const T*>(f.masks[l - 1]);
         for (int64_t i = 0; i < N_ * D_ * O_; ++i) dx_l[i] *= mask[i];
@@ -568,7 +569,8 @@ class Driver {
   };
 
   // Backprop through one (layer, direction) on `threads` threads: dh0, dc0, its weight
-  // gradients and its share of dX into dx_share, a chunk of steps at a time from the last.
+  // gradients and its share of dX into dx_share (unless null), a chunk of steps at a time from
+  // the last.
   void backward_layer_direction(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* dy_l,
                                 const T* x_l, T* dx_share, const T* reserve,
                                 const DirectionBuffers& buf, int threads) const {
@@ -673,7 +675,7 @@ class Driver {
 
   // GEMMs over one chunk's dG rows: its terms of the weight gradients (in the flat list's order
   // w_ih, w_hh, b_ih, b_hh, w_hr; written by the first chunk, added to by the others) and its
-  // rows of this direction's share of dX.
+  // rows of this direction's share of dX (unless dx_share is null).
   void backward_gemms(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* x_l, T* dx_share,
                       const T* reserve, const DirectionBuffers& buf, const StepChunk& chunk,
                       bool accumulate, int threads) const {
@@ -696,8 +698,10 @@ class Driver {
       gemm(Trans::Yes, Trans::No, P_, H_, rows, buf.dr, P_, hh, H_, accumulate, dw(k), H_,
            buf.pack, threads);
     }
-    gemm(Trans::No, Trans::No, rows, in_l, GH_, buf.dgi, GH_, w.w_ih, in_l, false,
-         dx_share + first * in_l, in_l, buf.pack, threads);
+    if (dx_share) {
+      gemm(Trans::No, Trans::No, rows, in_l, GH_, buf.dgi, GH_, w.w_ih, in_l, false,
+           dx_share + first * in_l, in_l, buf.pack, threads);
+    }
   }
 
   // The cell's backward at one step for unit blocks [u0, u1): dG rows, dc in place and, for

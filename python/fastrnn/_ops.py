@@ -411,9 +411,10 @@ class StreamPlan:
 
     def backward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
                  c0: Optional[Tensor], reserve: Tensor, grad_output: Optional[Tensor],
-                 grad_hy: Optional[Tensor], grad_cy: Optional[Tensor]):
+                 grad_hy: Optional[Tensor], grad_cy: Optional[Tensor], input_grad: bool):
         """(grad_input, grad_h0, grad_c0, grad_weights) of forward(keep_reserve=True), from the
-        gradients of its results (None: zero); grad_c0 None unless LSTM."""
+        gradients of its results (None: zero); grad_c0 None unless LSTM, grad_input None unless
+        ``input_grad`` (the core then skips the input's gradient products)."""
         for w, (name, shape) in zip(weights, self._weights):
             if not _fit_weight(w, shape, self.dtype):  # param.data may have changed since
                 raise RuntimeError(f"{name} was replaced by a tensor of shape "
@@ -426,7 +427,7 @@ class StreamPlan:
             grad_output, grad_hy = grad_hy, None
         if grad_output is None:
             grad_output = input.new_zeros(*(output_shape or hy_shape))
-        grad_input = torch.empty_like(input)
+        grad_input = torch.empty_like(input) if input_grad else None
         grad_h0 = input.new_empty(*self._state_shapes[0])
         grad_c0 = None if cy_shape is None else input.new_empty(*self._state_shapes[1])
         grad_weights = [torch.empty_like(w) for w in weights]
@@ -436,7 +437,7 @@ class StreamPlan:
         _C.rnn_backward(self._desc, self._dtype, input.data_ptr(),
                         [w.data_ptr() for w in weights], _ptr(h0), _ptr(c0), [],
                         reserve.data_ptr(), dy.data_ptr(), _ptr(dhy), _ptr(dcy),
-                        grad_input.data_ptr(), grad_h0.data_ptr(), _ptr(grad_c0),
+                        _ptr(grad_input), grad_h0.data_ptr(), _ptr(grad_c0),
                         [g.data_ptr() for g in grad_weights], scratch.data_ptr(),
                         torch.get_num_threads())
         return grad_input, grad_h0, grad_c0, grad_weights
@@ -467,7 +468,8 @@ class _PlannedRnn(torch.autograd.Function):
             raise RuntimeError(_NO_DOUBLE_BACKWARD)
         input, h0, c0, reserve, *weights = ctx.saved_tensors
         grad_input, grad_h0, grad_c0, grad_weights = ctx.plan.backward(
-            input, weights, h0, c0, reserve, grad_output, grad_hy, grad_cy)
+            input, weights, h0, c0, reserve, grad_output, grad_hy, grad_cy,
+            input_grad=ctx.needs_input_grad[1])
         return (None, grad_input, None if h0 is None else grad_h0,
                 None if c0 is None else grad_c0, *grad_weights)
 
@@ -550,6 +552,15 @@ def _rnn_backward_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor
                        has_bias: bool) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
     """Backprop through time of ``rnn``. Returns (grad_input, grad_hx, grad_cx, grad_weights);
     grad_cx is empty unless LSTM. grad_hy / grad_cy None mean zero."""
+    return _backward(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_output,
+                     grad_hy, grad_cy, cell, num_layers, bidirectional, proj_size, has_bias,
+                     input_grad=True)
+
+
+def _backward(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_output, grad_hy,
+              grad_cy, cell, num_layers, bidirectional, proj_size, has_bias, input_grad: bool):
+    """_rnn_backward_impl; grad_input None unless ``input_grad`` (the CPU core then skips the
+    input's gradient products; the CUDA core always computes it)."""
     in_dtype, weight_dtypes = input.dtype, [w.dtype for w in weights]
     native, context, (T, B, N, H, O, D), dtype, (input, weights, hx, cx, masks) = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
@@ -566,7 +577,7 @@ def _rnn_backward_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor
             _check_shape(grad, shape or (0,), name)
     grad_output, grad_hy, grad_cy = (_contiguous(g, dtype)
                                      for g in (grad_output, grad_hy, grad_cy))
-    grad_input = torch.empty_like(input)
+    grad_input = torch.empty_like(input) if input_grad or input.is_cuda else None
     grad_hx = input.new_empty(num_layers * D, B, O)
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
     grad_weights = [torch.empty_like(w) for w in weights]
@@ -576,7 +587,8 @@ def _rnn_backward_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor
                     [_ptr(m) for m in masks], _ptr(reserve), _ptr(grad_output), _ptr(grad_hy),
                     _ptr(grad_cy), _ptr(grad_input), _ptr(grad_hx), _ptr(grad_cx),
                     [_ptr(g) for g in grad_weights], workspace)
-    return (_as(grad_input, in_dtype), _as(grad_hx, in_dtype), _as(grad_cx, in_dtype),
+    return (None if grad_input is None or not input_grad else _as(grad_input, in_dtype),
+            _as(grad_hx, in_dtype), _as(grad_cx, in_dtype),
             [_as(g, wd) for g, wd in zip(grad_weights, weight_dtypes)])
 
 
@@ -670,7 +682,8 @@ class _EagerRnn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
         grad_input, grad_weights, grad_hx, grad_cx = _rnn_grads(
-            ctx, grad_output, grad_hy, grad_cy, _rnn_backward_impl)[:4]
+            ctx, grad_output, grad_hy, grad_cy,
+            functools.partial(_backward, input_grad=ctx.needs_input_grad[1]))[:4]
         return (None, grad_input, grad_hx, grad_cx, None, *grad_weights,
                 *([None] * ctx.num_masks))
 
