@@ -159,6 +159,7 @@ def rnn_flops(op: str, mode: str, rows: int, I: int, H: int, P: int = 0) -> floa
                = 2*rows*G*H*(I+R) + 2*rows*H*P
       backward ~ 2 x forward         (each GEMM gives two: the data gradient and the weight gradient)
       fwdbwd   = 3 x forward
+      train    = fwdbwd less the input's data gradient (2*rows*G*H*I), which it does not need
     """
     G = GATES[op]
     R = P if P else H
@@ -167,6 +168,8 @@ def rnn_flops(op: str, mode: str, rows: int, I: int, H: int, P: int = 0) -> floa
         return fwd
     if mode == "fwdbwd":
         return 3.0 * fwd
+    if mode == "train":
+        return 3.0 * fwd - 2.0 * rows * G * H * I
     raise ValueError(mode)
 
 

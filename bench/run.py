@@ -60,7 +60,10 @@ BUSY_CORES = 0.25                             # other processes' CPU use that ma
 STEP_STATE_STEPS = 8                          # steps run (and compared) by the step check
 
 ALL_OPS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
-ALL_MODES = ("fwd", "fwdbwd", "step")
+# train: forward + backward with an input that needs no gradient (data, as a first layer sees it):
+# parameter and state gradients only.
+ALL_MODES = ("fwd", "fwdbwd", "train", "step")
+BACKWARD_MODES = ("fwdbwd", "train")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "float64": torch.float64}
 
@@ -219,7 +222,7 @@ def make_inputs(cfg: Config, data: Dict, device: torch.device, dtype: torch.dtyp
         x = to(data["x"])
         if cfg.mode == "fwdbwd":
             leaf = x = x.clone().requires_grad_(True)
-    g = to(data["g"]) if cfg.mode == "fwdbwd" else None
+    g = to(data["g"]) if cfg.mode in BACKWARD_MODES else None
     steps = to(data["steps"]) if cfg.mode == "step" else None
     if cfg.mode == "step":
         hx = (hx[0][:, :1].contiguous(), hx[1][:, :1].contiguous()) if cfg.op == "lstm" \
@@ -234,11 +237,12 @@ def make_call(mod: nn.Module, cfg: Config, inp: Inputs) -> Callable[[], object]:
             with torch.no_grad():
                 return mod(inp.x, inp.hx)
         return call
-    if cfg.mode == "fwdbwd":
+    if cfg.mode in BACKWARD_MODES:
         def call():
             for p in params:
                 p.grad = None
-            inp.leaf.grad = None
+            if inp.leaf is not None:
+                inp.leaf.grad = None
             out, _ = mod(inp.x, inp.hx)
             data = out.data if isinstance(out, PackedSequence) else out
             (data * inp.g).sum().backward()
@@ -288,11 +292,13 @@ def outputs_for_check(mod: nn.Module, cfg: Config, inp: Inputs) -> Dict[str, tor
             out, hx = mod(inp.x, inp.hx)
     else:
         mod.zero_grad(set_to_none=True)
-        inp.leaf.grad = None
+        if inp.leaf is not None:
+            inp.leaf.grad = None
         out, hx = mod(inp.x, inp.hx)
         data = out.data if isinstance(out, PackedSequence) else out
         (data * inp.g).sum().backward()
-        put("grad_input", inp.leaf.grad)
+        if inp.leaf is not None:
+            put("grad_input", inp.leaf.grad)
         for name, p in mod.named_parameters():
             put("grad_" + name, p.grad)
     put("out", out.data if isinstance(out, PackedSequence) else out)
@@ -344,7 +350,7 @@ def run_config(cfg: Config, args, device: torch.device, fast_classes) -> Dict[st
     ref = TORCH_CLASSES[cfg.op](**kw).to(device=device, dtype=dtype)
     fast = fast_classes[cfg.op](**kw).to(device=device, dtype=dtype)
     fast.load_state_dict(ref.state_dict())
-    if cfg.mode != "fwdbwd":
+    if cfg.mode not in BACKWARD_MODES:
         ref.eval()
         fast.eval()
         for m in (ref, fast):
@@ -363,7 +369,7 @@ def run_config(cfg: Config, args, device: torch.device, fast_classes) -> Dict[st
     if dtype in (torch.bfloat16, torch.float16):
         ref_f32 = TORCH_CLASSES[cfg.op](**kw).to(device=device)
         ref_f32.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
-        if cfg.mode != "fwdbwd":
+        if cfg.mode not in BACKWARD_MODES:
             ref_f32.requires_grad_(False)
         # the fp32 reference sees the same rounded values as the low-precision runs
         data32 = {k: (v.to(dtype).float() if isinstance(v, torch.Tensor) else v)
@@ -418,7 +424,7 @@ def parse_args(argv=None):
     p.add_argument("--ops", default="lstm,gru,rnn_tanh",
                    help=f"comma list from {','.join(ALL_OPS)} (default lstm,gru,rnn_tanh)")
     p.add_argument("--rnn-relu", action="store_true", help="also benchmark rnn_relu")
-    p.add_argument("--modes", default=",".join(ALL_MODES), help="comma list of fwd,fwdbwd,step")
+    p.add_argument("--modes", default=",".join(ALL_MODES), help="comma list of fwd,fwdbwd,train,step")
     p.add_argument("--shapes", default="",
                    help="comma list of TxBxIxH patterns (fnmatch globs, e.g. '100x16x*,1x1x512x512')")
     p.add_argument("--dtypes", default=None,
