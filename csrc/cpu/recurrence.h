@@ -381,12 +381,15 @@ class Driver {
     for (int64_t b = bs; b < B_ && nc > 0; ++b) copy_n(cur + b * O_ + c0, nc, next + b * O_ + c0);
   }
 
-  // Rows [first, first + count) of the steps a chunk of the walk covers: steps [s0, s1) in
-  // processing order (time reversed for d = 1) are consecutive in time, so their rows are too.
-  void chunk_rows(int64_t s0, int64_t s1, bool reverse, int64_t& first, int64_t& count) const {
+  // A chunk of the walk: steps [s0, s1) in processing order (time reversed for d = 1), which
+  // are the consecutive times [t0, t1), so their rows [first, first + count) are consecutive too.
+  struct StepChunk {
+    int64_t s0, s1, t0, t1, first, count;
+  };
+  StepChunk step_chunk(int64_t s0, int64_t s1, bool reverse) const {
     const int64_t t0 = reverse ? desc_.seq_len - s1 : s0, t1 = reverse ? desc_.seq_len - s0 : s1;
-    first = desc_.offset_at(t0);
-    count = desc_.offset_at(t1) - first;
+    const int64_t first = desc_.offset_at(t0);
+    return StepChunk{s0, s1, t0, t1, first, desc_.offset_at(t1) - first};
   }
 
   // Xg = X W_ih^T + b_ih for `count` rows and unit blocks [u0, u1) (all gates), from the packed
@@ -449,14 +452,13 @@ class Driver {
         const T* cur = buf.states + (s % 2) * B_ * O_;
         T* next = buf.states + ((s + 1) % 2) * B_ * O_;
         if (!direct && s % chunk == 0) {  // this thread's gate columns only: no barrier needed
-          int64_t first, count;
-          chunk_rows(s, imin(s + chunk, desc_.seq_len), reverse, first, count);
-          if (saved.per_chunk) base = first;
+          const StepChunk steps = step_chunk(s, imin(s + chunk, desc_.seq_len), reverse);
+          if (saved.per_chunk) base = steps.first;
           // Unit blocks [b0, b1), their input weights packed at s = 0 right before first use.
           auto project = [&](int64_t b0, int64_t b1) {
             if (s == 0) pack_units(w.w_ih, in_l, b0, b1, buf.w_in);
-            project_inputs(x_l + first * in_l, in_l, count, b0, b1, buf.w_in, w.b_ih,
-                           saved.gates + (first - base) * SH);
+            project_inputs(x_l + steps.first * in_l, in_l, steps.count, b0, b1, buf.w_in, w.b_ih,
+                           saved.gates + (steps.first - base) * SH);
           };
           if (share_projection) {
             parallel(threads_here, [&](int p, int pn) {
@@ -562,12 +564,6 @@ class Driver {
     }
   }
 
-  // The steps of a backward chunk: [s0, s1) in forward processing order (walked from s1 - 1
-  // down), whose rows are [first, first + count) of the sequence.
-  struct StepChunk {
-    int64_t s0, s1, first, count;
-  };
-
   // Backprop through one (layer, direction) on `threads` threads: dh0, dc0, its weight
   // gradients and its share of dX into dx_share (unless null), a chunk of steps at a time from
   // the last.
@@ -581,8 +577,7 @@ class Driver {
     // At least one chunk, empty when T = 0, so that the gradients are written (zeros) anyway.
     for (int64_t s1 = T_, s0; ; s1 = s0) {
       s0 = s1 > backward_chunk_steps() ? s1 - backward_chunk_steps() : 0;
-      StepChunk chunk{s0, s1, 0, 0};
-      chunk_rows(s0, s1, d == 1, chunk.first, chunk.count);
+      const StepChunk chunk = step_chunk(s0, s1, d == 1);  // walked from s1 - 1 down
       backward_recurrence(a, l, d, dy_l, reserve, buf, chunk, dc_run, s1 == T_, threads);
       backward_gemms(a, l, d, x_l, dx_share, reserve, buf, chunk, s1 != T_, threads);
       if (s0 == 0) break;
@@ -603,14 +598,13 @@ class Driver {
     const T* gates = reserve + layout_.gates(N_, l, d);
     const T* cells = reserve + layout_.cell(N_, l, d);
     const T* y_l = reserve + layout_.layer_out(N_, l);
-    const int64_t t0 = reverse ? T_ - chunk.s1 : chunk.s0, t1 = reverse ? T_ - chunk.s0 : chunk.s1;
     const int64_t first = chunk.first;
 
-    gather_previous(y_l, ldy, d * O_, f.h0, state * B_ * O_, O_, reverse, t0, t1, first,
-                    buf.h_prev);
+    gather_previous(y_l, ldy, d * O_, f.h0, state * B_ * O_, O_, reverse, chunk.t0, chunk.t1,
+                    first, buf.h_prev);
     if (Cell::kHasCell) {
-      gather_previous(cells, H_, 0, f.c0, state * B_ * H_, H_, reverse, t0, t1, first,
-                      buf.c_prev);
+      gather_previous(cells, H_, 0, f.c0, state * B_ * H_, H_, reverse, chunk.t0, chunk.t1,
+                      first, buf.c_prev);
     }
 
     const bool direct = this->direct();
