@@ -115,6 +115,23 @@ def test_compile_fullgraph_packed_input(assert_close):
         assert_close(g, w)
 
 
+def test_compiled_backward_skips_the_input_gradient_of_data(monkeypatch, assert_close):
+    # The data fed to a first layer needs no gradient: the compiled backward graph's
+    # rnn_backward is asked not to compute it (the CPU core then skips its products), and
+    # still gives eager's gradients.
+    asked = []
+    backward = _ops._backward
+
+    def recording(*args):
+        asked.append(args[-1])
+        return backward(*args)
+
+    monkeypatch.setattr(_ops, "_backward", recording)
+    model, batch = _LstmRegressor(), (torch.randn(3, 7, 6),)
+    _assert_compiled_matches_eager(model, batch, "aot_eager", assert_close)
+    assert asked == [False]
+
+
 def test_torch_rnn_modules_still_graph_break():
     # fastrnn lets Dynamo trace its own modules only; torch's nn.LSTM keeps torch's behaviour.
     with pytest.raises(torch._dynamo.exc.Unsupported, match="RNN, GRU, or LSTM"):

@@ -123,20 +123,62 @@ def test_matches_reference_with_dropout_masks(config, assert_close):
         assert_close(g, w)
 
 
+def backward_args(args):
+    """rnn_backward's arguments for the op call ``args``: its inputs detached, its reserve, and
+    random gradients of its results."""
+    output, hy, cy, reserve = _ops.rnn(*[a.detach() if isinstance(a, torch.Tensor) else a
+                                         for a in args])
+    no_grad = lambda t: None if t is None else t.detach()  # noqa: E731
+    return (no_grad(args[0]), [w.detach() for w in args[1]], no_grad(args[2]),
+            no_grad(args[3]), args[4], args[5], reserve, torch.randn_like(output),
+            torch.randn_like(hy), torch.randn_like(cy) if args[6] == "LSTM" else None,
+            *args[6:])
+
+
 @pytest.mark.parametrize("config", CONFIGS[:4])
 def test_opcheck(config):
     args = make_problem(*config, torch.float32, with_masks=True)
     torch.library.opcheck(_ops.rnn, args)
-    output, hy, cy, reserve = _ops.rnn(*[a.detach() if isinstance(a, torch.Tensor) else a
-                                         for a in args])
-    no_grad = lambda t: None if t is None else t.detach()  # noqa: E731
-    bwd_args = (no_grad(args[0]), [w.detach() for w in args[1]], no_grad(args[2]),
-                no_grad(args[3]), args[4], args[5], reserve, torch.randn_like(output),
-                torch.randn_like(hy), torch.randn_like(cy) if args[6] == "LSTM" else None,
-                *args[6:])
     # rnn_backward is not differentiable (double backward is refused), so no autograd checks.
-    torch.library.opcheck(_ops.rnn_backward, bwd_args,
-                          test_utils=("test_schema", "test_faketensor"))
+    for input_grad in (True, False):
+        torch.library.opcheck(_ops.rnn_backward, backward_args(args), {"input_grad": input_grad},
+                              test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_backward_op_without_the_input_gradient(config):
+    """rnn_backward(input_grad=False), what the op's autograd asks for when the input needs no
+    gradient (a first layer fed with data): grad_input empty, every other gradient the same bits
+    as when grad_input is computed."""
+    bwd_args = backward_args(make_problem(*config, torch.float32, with_masks=True))
+    with_input = _ops.rnn_backward(*bwd_args)
+    without = _ops.rnn_backward(*bwd_args, input_grad=False)
+    assert with_input[0].shape == bwd_args[0].shape and without[0].numel() == 0
+    for a, b in zip([*with_input[1:3], *with_input[3]], [*without[1:3], *without[3]],
+                    strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_autograd_asks_for_the_input_gradient_only_when_needed(runner, input_grad, monkeypatch):
+    """Both autograd formulas pass the input's requires_grad down to the native backward, which
+    skips the input's products without it."""
+    asked = []
+    backward = _ops._backward
+
+    def recording(*args):
+        asked.append(args[-1])
+        return backward(*args)
+
+    monkeypatch.setattr(_ops, "_backward", recording)
+    args = make_problem("LSTM", 2, True, 0, True, True, torch.float32)
+    args[0].requires_grad_(input_grad)
+    output, hy, cy = outputs(args, RUNNERS[runner])
+    wrt = [t for t in (args[0], args[2], *args[1]) if t.requires_grad]
+    grads = torch.autograd.grad(output.sum() + cy.sum(), wrt)
+    assert asked == [input_grad]
+    assert len(grads) == len(wrt) and all(g.shape == t.shape for g, t in zip(grads, wrt))
 
 
 @pytest.mark.parametrize("runner", RUNNERS)

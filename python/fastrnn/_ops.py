@@ -549,12 +549,15 @@ def _rnn_backward_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor
                        dropout_masks: List[Tensor], reserve: Tensor, grad_output: Tensor,
                        grad_hy: Optional[Tensor], grad_cy: Optional[Tensor],
                        cell: str, num_layers: int, bidirectional: bool, proj_size: int,
-                       has_bias: bool) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
+                       has_bias: bool, input_grad: bool = True
+                       ) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
     """Backprop through time of ``rnn``. Returns (grad_input, grad_hx, grad_cx, grad_weights);
-    grad_cx is empty unless LSTM. grad_hy / grad_cy None mean zero."""
-    return _backward(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_output,
-                     grad_hy, grad_cy, cell, num_layers, bidirectional, proj_size, has_bias,
-                     input_grad=True)
+    grad_cx is empty unless LSTM, grad_input empty unless ``input_grad`` (a first layer's input
+    is data: the CPU core then skips its products). grad_hy / grad_cy None mean zero."""
+    grad_input, *grads = _backward(input, weights, hx, cx, batch_sizes, dropout_masks, reserve,
+                                   grad_output, grad_hy, grad_cy, cell, num_layers,
+                                   bidirectional, proj_size, has_bias, input_grad)
+    return (input.new_empty(0) if grad_input is None else grad_input, *grads)
 
 
 def _backward(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_output, grad_hy,
@@ -598,11 +601,12 @@ rnn_backward = torch.library.custom_op("fastrnn::rnn_backward", mutates_args=())
 
 @rnn_backward.register_fake
 def _(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_output, grad_hy,
-      grad_cy, cell, num_layers, bidirectional, proj_size, has_bias):
+      grad_cy, cell, num_layers, bidirectional, proj_size, has_bias, input_grad=True):
     T, B, N, H, O, D = _sizes(input, weights, hx, cx, batch_sizes, dropout_masks, cell,
                               num_layers, bidirectional, proj_size, has_bias)
+    grad_input = torch.empty_like(input) if input_grad else input.new_empty(0)
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
-    return (torch.empty_like(input), input.new_empty(num_layers * D, B, O), grad_cx,
+    return (grad_input, input.new_empty(num_layers * D, B, O), grad_cx,
             [torch.empty_like(w) for w in weights])
 
 
@@ -630,9 +634,10 @@ def _rnn_setup_context(ctx, inputs, output):
     ctx.save_for_backward(*saved)
 
 
-def _rnn_grads(ctx, grad_output, grad_hy, grad_cy, run_backward):
+def _rnn_grads(ctx, grad_output, grad_hy, grad_cy, run_backward, input_grad: bool):
     """Gradients of ``rnn``'s inputs, in its argument order, through ``run_backward`` (the
-    ``rnn_backward`` op, or its implementation when no dispatcher is involved)."""
+    ``rnn_backward`` op, or its implementation when no dispatcher is involved); the input's
+    gradient None, and not computed, unless ``input_grad``."""
     if torch.is_grad_enabled():
         raise RuntimeError(_NO_DOUBLE_BACKWARD)
     saved = list(ctx.saved_tensors)
@@ -648,14 +653,15 @@ def _rnn_grads(ctx, grad_output, grad_hy, grad_cy, run_backward):
         grad_output = input.new_zeros(ctx.output_shape)
     grad_input, grad_hx, grad_cx, grad_weights = run_backward(
         input, weights, hx, cx, batch_sizes, masks, reserve, grad_output, grad_hy,
-        grad_cy if cell == "LSTM" else None, *ctx.config)
-    return (grad_input, grad_weights, grad_hx if ctx.has_hx else None,
+        grad_cy if cell == "LSTM" else None, *ctx.config, input_grad)
+    return (grad_input if input_grad else None, grad_weights, grad_hx if ctx.has_hx else None,
             grad_cx if ctx.has_cx else None, None, [None] * ctx.num_masks,
             None, None, None, None, None)
 
 
 def _rnn_backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
-    return _rnn_grads(ctx, grad_output, grad_hy, grad_cy, rnn_backward)
+    return _rnn_grads(ctx, grad_output, grad_hy, grad_cy, rnn_backward,
+                      input_grad=ctx.needs_input_grad[0])
 
 
 rnn.register_autograd(_rnn_backward, setup_context=_rnn_setup_context)
@@ -682,8 +688,7 @@ class _EagerRnn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
         grad_input, grad_weights, grad_hx, grad_cx = _rnn_grads(
-            ctx, grad_output, grad_hy, grad_cy,
-            functools.partial(_backward, input_grad=ctx.needs_input_grad[1]))[:4]
+            ctx, grad_output, grad_hy, grad_cy, _backward, input_grad=ctx.needs_input_grad[1])[:4]
         return (None, grad_input, grad_hx, grad_cx, None, *grad_weights,
                 *([None] * ctx.num_masks))
 
