@@ -2,6 +2,7 @@
 ops not covered by test_rnn_ops.py / test_ctc.py, autocast (CPU here; CUDA on a GPU machine), and
 DistributedDataParallel (2 processes, gloo) against single-process training."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -155,6 +156,72 @@ def test_ctc_rejects_bad_lengths_inside_a_compiled_graph():
     logits = torch.randn(7, 3, 5).log_softmax(2)
     with pytest.raises(RuntimeError, match="input_lengths must not exceed"):
         loss(logits, targets, il + 1, tl)
+
+
+# ------------------------------------------------------------------------------------------
+# functorch transforms (torch.func)
+
+_FUNC_MODULES = {
+    "lstm_proj": (nn.LSTM, (3, 5), dict(num_layers=2, bidirectional=True, proj_size=2)),
+    "gru": (nn.GRU, (3, 5), dict(num_layers=2, batch_first=True)),
+    "rnn_relu": (nn.RNN, (3, 5), dict(nonlinearity="relu", bidirectional=True)),
+    "lstm_cell": (nn.LSTMCell, (3, 5), {}),
+}
+
+
+def _func_loss(module, params, x):
+    out = torch.func.functional_call(module, params, (x,))
+    out = out[0] if isinstance(out, tuple) else out
+    return (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
+
+
+# torch warns that its oneDNN LSTM has no projection (torch's module only).
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+@pytest.mark.parametrize("kind", _FUNC_MODULES)
+def test_func_grad_matches_torch(kind, assert_close):
+    # torch.func.grad runs backward at its own level; the op's torch.library autograd cannot
+    # (pytorch/pytorch#168393), so the modules take their eager autograd.Function there.
+    torch_cls, args, kwargs = _FUNC_MODULES[kind]
+    ref, mod = make_pair(torch_cls, *args, **kwargs)
+    x = torch.randn(2, 4, 3) if torch_cls is not nn.LSTMCell else torch.randn(4, 3)
+    for params in ({k: v.detach() for k, v in mod.named_parameters()},
+                   dict(mod.named_parameters())):  # also parameters that require grad
+        got = torch.func.grad(functools.partial(_func_loss, mod))(params, x)
+        want = torch.func.grad(functools.partial(_func_loss, ref))(params, x)
+        for name in want:
+            assert_close(got[name], want[name])
+    params = {k: v.detach() for k, v in mod.named_parameters()}
+    assert_close(torch.func.grad(functools.partial(_func_loss, mod), argnums=1)(params, x),
+                 torch.func.grad(functools.partial(_func_loss, ref), argnums=1)(params, x))
+
+
+def test_func_grad_second_order_raises():
+    # fastrnn has no double backward: a gradient of torch.func.grad's result, by autograd or
+    # by a second torch.func.grad, raises rather than silently leaving fastrnn's terms out.
+    lstm = fastrnn.LSTM(3, 4)
+    x = torch.randn(5, 2, 3)
+    params = dict(lstm.named_parameters())
+    grads = torch.func.grad(functools.partial(_func_loss, lstm))(params, x)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(grads["weight_hh_l0"].sum() + params["bias_ih_l0"].sum(),
+                            params["weight_hh_l0"])
+    detached = {k: v.detach() for k, v in params.items()}
+    input_grad = torch.func.grad(functools.partial(_func_loss, lstm), argnums=1)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.func.grad(lambda x: input_grad(detached, x).sum())(x)
+
+
+# torch.func.jvp imports code that uses a deprecated torch.jit decorator.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_func_jvp_and_vmap_raise():
+    # Forward-mode AD and batching rules are not implemented: both raise (torch's own modules
+    # have no batching rule either), where the op alone returned zero tangents.
+    gru = fastrnn.GRU(3, 4)
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(NotImplementedError, match="jvp"):
+        torch.func.jvp(lambda x: gru(x)[0], (x,), (torch.ones_like(x),))
+    with pytest.raises(RuntimeError, match="vmap"):
+        torch.func.vmap(lambda x: gru(x)[0])(x)
 
 
 # ------------------------------------------------------------------------------------------

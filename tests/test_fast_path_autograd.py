@@ -174,8 +174,10 @@ def test_double_backward_raises_and_retain_graph_repeats():
     _, mod = make_pair(nn.RNNCell, I, H)
     x = torch.randn(2, I, requires_grad=True)
     (gx,) = torch.autograd.grad(mod(x).sum(), x, retain_graph=True)
+    (first_order,) = torch.autograd.grad(mod(x).sum(), x, create_graph=True)
+    assert torch.equal(first_order, gx)
     with pytest.raises(RuntimeError, match="double backward"):
-        torch.autograd.grad(mod(x).sum(), x, create_graph=True)
+        torch.autograd.grad(first_order.sum() + mod.weight_hh.sum(), mod.weight_hh)
     out = mod(x).sum()
     first = torch.autograd.grad(out, x, retain_graph=True)[0]
     assert torch.equal(first, torch.autograd.grad(out, x)[0]) and torch.equal(first, gx)

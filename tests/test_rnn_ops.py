@@ -183,11 +183,19 @@ def test_autograd_asks_for_the_input_gradient_only_when_needed(runner, input_gra
 
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_double_backward_raises(runner):
+    """create_graph=True (which torch.func.grad always asks for) gives the first-order
+    gradients; differentiating them raises, also when another term of the same loss is
+    differentiable: never a silently missing term."""
     args = make_problem("LSTM", 1, False, 0, True, False, torch.float64)
+    x, w = args[0], args[1][0]
     output = outputs(args, RUNNERS[runner])[0]
-    # Refused as soon as a differentiable backward graph is asked for, never wrong values later.
-    with pytest.raises(RuntimeError, match="double backward"):
-        torch.autograd.grad(output.sum(), args[0], create_graph=True)
+    want = torch.autograd.grad(output.sum(), (x, w), retain_graph=True)
+    got = torch.autograd.grad(output.sum(), (x, w), create_graph=True)
+    for g, expected in zip(got, want, strict=True):
+        assert torch.equal(g, expected)
+    for second_order in (got[0].sum(), got[1].sum() + w.square().sum()):
+        with pytest.raises(RuntimeError, match="double backward"):
+            torch.autograd.grad(second_order, (x, w), retain_graph=True)
 
 
 def assert_bitwise_deterministic(args):

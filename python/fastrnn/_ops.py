@@ -16,6 +16,7 @@ through ``param.data`` or a direct caller can get wrong.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from typing import List, Optional, Tuple
@@ -464,14 +465,15 @@ class _PlannedRnn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output, grad_hy, grad_cy):
-        if torch.is_grad_enabled():
-            raise RuntimeError(_NO_DOUBLE_BACKWARD)
-        input, h0, c0, reserve, *weights = ctx.saved_tensors
-        grad_input, grad_h0, grad_c0, grad_weights = ctx.plan.backward(
-            input, weights, h0, c0, reserve, grad_output, grad_hy, grad_cy,
-            input_grad=ctx.needs_input_grad[1])
-        return (None, grad_input, None if h0 is None else grad_h0,
-                None if c0 is None else grad_c0, *grad_weights)
+        saved = ctx.saved_tensors
+        input, h0, c0, reserve, *weights = saved
+        with torch.no_grad():
+            grad_input, grad_h0, grad_c0, grad_weights = ctx.plan.backward(
+                input, weights, h0, c0, reserve, grad_output, grad_hy, grad_cy,
+                input_grad=ctx.needs_input_grad[1])
+        return _first_order((None, grad_input, None if h0 is None else grad_h0,
+                             None if c0 is None else grad_c0, *grad_weights),
+                            (*saved, grad_output, grad_hy, grad_cy))
 
 
 def _plain_state(t, shape, dtype: torch.dtype) -> Optional[Tensor]:
@@ -495,8 +497,53 @@ rnn = torch.library.custom_op("fastrnn::rnn", mutates_args=())(_rnn_impl)
 
 
 _PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
-_NO_DOUBLE_BACKWARD = ("fastrnn: double backward (create_graph=True) through fastrnn.rnn "
-                       "is not supported")
+_NO_DOUBLE_BACKWARD = ("fastrnn: double backward (the gradient of a gradient) through "
+                       "fastrnn.rnn is not supported")
+
+
+def _unwrapped(t: Optional[Tensor]) -> Optional[Tensor]:
+    """``t`` without torch.func.grad's wrapper (see _below_functorch)."""
+    if t is None or not torch._C._functorch.is_gradtrackingtensor(t):
+        return t
+    return torch._C._functorch.get_unwrapped(t)
+
+
+@contextlib.contextmanager
+def _below_functorch():
+    """Where _EagerRnn's backward runs. torch.func.grad calls it at its own level, on tensors
+    wrapped at that level (whose memory the native code cannot read) and wrapping what it
+    creates: the native backward runs below the level, on the unwrapped tensors (_unwrapped),
+    its results plain tensors, which the level takes as they are. Under a second transform (a
+    gradient of a gradient) that would drop the outer one's terms: refused."""
+    if not torch._C._are_functorch_transforms_active():
+        yield
+        return
+    with torch._functorch.pyfunctorch.temporarily_pop_interpreter_stack():
+        if torch._C._are_functorch_transforms_active():
+            raise RuntimeError(_NO_DOUBLE_BACKWARD)
+        yield
+
+
+def _first_order(grads, computed_from):
+    """What a backward returns, ``grads`` (tensors, None, lists of them) computed without a
+    graph. When autograd records the backward (create_graph=True, which torch.func.grad always
+    asks for) and a tensor in ``computed_from`` (the saved tensors and incoming gradients)
+    requires grad, each gradient passes through a node that raises _NO_DOUBLE_BACKWARD when
+    differentiated: first-order use stays right, and a second derivative raises instead of
+    silently missing fastrnn's terms. The CTC loss's backward op behaves the same way."""
+    tracked = [t for t in computed_from if t is not None and t.requires_grad]
+    if not torch.is_grad_enabled() or not tracked:
+        return grads
+    flat, spec = torch.utils._pytree.tree_flatten(grads)
+    where = [i for i, g in enumerate(flat) if isinstance(g, Tensor)]
+    # The tracked tensors are the node's inputs too, so that differentiating the gradients
+    # with respect to any of them reaches the node (its extra outputs are dropped).
+    raising = torch._C._functions.DelayedError(
+        _NO_DOUBLE_BACKWARD.encode(), len(where) + len(tracked))(
+        *(flat[i].detach() for i in where), *tracked)
+    for i, g in zip(where, raising):
+        flat[i] = g
+    return torch.utils._pytree.tree_unflatten(flat, spec)
 
 
 def capturing() -> bool:
@@ -511,21 +558,30 @@ def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opti
             num_layers: int, bidirectional: bool, proj_size: int, has_bias: bool):
     """``fastrnn::rnn`` as the modules call it; returns (output, hy, cy). The op runs only where
     the dispatcher is needed (torch.compile, torch.jit.trace, which records only what passes
-    the dispatcher, functorch transforms, tensor subclasses such as FakeTensor, devices other
-    than the CPU). Otherwise the same kernels run without its dispatch
-    overhead: through _EagerRnn when autograd is needed, else directly, keeping no reserve,
-    which matters for streaming one step at a time and, through the CPU core's inference pass,
-    for long sequences (its scratch holds a chunk of steps, not the whole sequence)."""
+    the dispatcher, tensor subclasses such as FakeTensor, devices other than the CPU).
+    Otherwise the same kernels run without its dispatch overhead: through _EagerRnn when
+    autograd is needed, else directly, keeping no reserve, which matters for streaming one step
+    at a time and, through the CPU core's inference pass, for long sequences (its scratch holds
+    a chunk of steps, not the whole sequence). functorch transforms get _EagerRnn on any device:
+    the autograd.Function torch.library builds for the op lacks the setup_context staticmethod
+    they require (pytorch/pytorch#168393), so torch.func.grad through the op fails, and
+    torch.func.jvp through it returns zero tangents; _EagerRnn has one, and no jvp or vmap rule,
+    so those two raise instead."""
     args = (input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
             proj_size, has_bias)
     tensors = (input, hx, cx, *weights)
-    if (capturing()
-            or not input.is_cpu  # meta tensors take the fake kernel, others error
+    config = (cell, num_layers, bidirectional, proj_size, has_bias, len(weights))
+    eager = (config, input, hx, cx, batch_sizes, *weights, *dropout_masks)
+    if (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
+            or input.device.type not in ("cpu", "cuda")  # meta tensors take the fake kernel
             or any(t is not None and type(t) not in _PLAIN_TENSOR_TYPES for t in tensors)):
         return rnn(*args)[:3]
+    if torch._C._are_functorch_transforms_active():
+        return _EagerRnn.apply(*eager)[:3]
+    if not input.is_cpu:
+        return rnn(*args)[:3]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        config = (cell, num_layers, bidirectional, proj_size, has_bias, len(weights))
-        return _EagerRnn.apply(config, input, hx, cx, batch_sizes, *weights, *dropout_masks)[:3]
+        return _EagerRnn.apply(*eager)[:3]
     return _forward(*args, keep_reserve=False)[:3]
 
 
@@ -638,9 +694,8 @@ def _rnn_grads(ctx, grad_output, grad_hy, grad_cy, run_backward, input_grad: boo
     """Gradients of ``rnn``'s inputs, in its argument order, through ``run_backward`` (the
     ``rnn_backward`` op, or its implementation when no dispatcher is involved); the input's
     gradient None, and not computed, unless ``input_grad``."""
-    if torch.is_grad_enabled():
-        raise RuntimeError(_NO_DOUBLE_BACKWARD)
-    saved = list(ctx.saved_tensors)
+    saved = [_unwrapped(t) for t in ctx.saved_tensors]
+    grad_output, grad_hy, grad_cy = (_unwrapped(g) for g in (grad_output, grad_hy, grad_cy))
     input, reserve = saved[:2]
     weights = saved[2:2 + ctx.num_weights]
     rest = saved[2 + ctx.num_weights:]
@@ -651,12 +706,15 @@ def _rnn_grads(ctx, grad_output, grad_hy, grad_cy, run_backward, input_grad: boo
     cell = ctx.config[0]
     if grad_output is None:
         grad_output = input.new_zeros(ctx.output_shape)
-    grad_input, grad_hx, grad_cx, grad_weights = run_backward(
-        input, weights, hx, cx, batch_sizes, masks, reserve, grad_output, grad_hy,
-        grad_cy if cell == "LSTM" else None, *ctx.config, input_grad)
-    return (grad_input if input_grad else None, grad_weights, grad_hx if ctx.has_hx else None,
-            grad_cx if ctx.has_cx else None, None, [None] * ctx.num_masks,
-            None, None, None, None, None)
+    with torch.no_grad():
+        grad_input, grad_hx, grad_cx, grad_weights = run_backward(
+            input, weights, hx, cx, batch_sizes, masks, reserve, grad_output, grad_hy,
+            grad_cy if cell == "LSTM" else None, *ctx.config, input_grad)
+    return _first_order(
+        (grad_input if input_grad else None, grad_weights, grad_hx if ctx.has_hx else None,
+         grad_cx if ctx.has_cx else None, None, [None] * ctx.num_masks,
+         None, None, None, None, None),
+        (*saved, grad_output, grad_hy, grad_cy))
 
 
 def _rnn_backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
@@ -675,20 +733,29 @@ class _EagerRnn(torch.autograd.Function):
     weights), then input, hx, cx, batch_sizes, the weights and the dropout masks."""
 
     @staticmethod
-    def forward(ctx, config, input, hx, cx, batch_sizes, *weights_and_masks):
+    def forward(config, input, hx, cx, batch_sizes, *weights_and_masks):
+        return _forward(*_EagerRnn.op_args(config, input, hx, cx, batch_sizes,
+                                           weights_and_masks), keep_reserve=True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _rnn_setup_context(ctx, _EagerRnn.op_args(*inputs[:5], inputs[5:]), output)
+        ctx.set_materialize_grads(False)  # None means zero to the native backward
+
+    @staticmethod
+    def op_args(config, input, hx, cx, batch_sizes, weights_and_masks):
+        """The op's arguments from _EagerRnn's."""
         cell, num_layers, bidirectional, proj_size, has_bias, num_weights = config
-        args = (input, list(weights_and_masks[:num_weights]), hx, cx, batch_sizes,
+        return (input, list(weights_and_masks[:num_weights]), hx, cx, batch_sizes,
                 list(weights_and_masks[num_weights:]), cell, num_layers, bidirectional,
                 proj_size, has_bias)
-        output = _forward(*args, keep_reserve=True)
-        _rnn_setup_context(ctx, args, output)
-        ctx.set_materialize_grads(False)  # None means zero to the native backward
-        return output
 
     @staticmethod
     def backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
-        grad_input, grad_weights, grad_hx, grad_cx = _rnn_grads(
-            ctx, grad_output, grad_hy, grad_cy, _backward, input_grad=ctx.needs_input_grad[1])[:4]
+        with _below_functorch():
+            grad_input, grad_weights, grad_hx, grad_cx = _rnn_grads(
+                ctx, grad_output, grad_hy, grad_cy, _backward,
+                input_grad=ctx.needs_input_grad[1])[:4]
         return (None, grad_input, grad_hx, grad_cx, None, *grad_weights,
                 *([None] * ctx.num_masks))
 
