@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
@@ -222,6 +223,34 @@ def test_func_jvp_and_vmap_raise():
         torch.func.jvp(lambda x: gru(x)[0], (x,), (torch.ones_like(x),))
     with pytest.raises(RuntimeError, match="vmap"):
         torch.func.vmap(lambda x: gru(x)[0])(x)
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_func_grad_ctc_matches_torch(from_logits, assert_close):
+    T, B, C, S = 6, 3, 5, 2
+    x = torch.randn(T, B, C, dtype=torch.float64)
+    targets, il, tl = torch.randint(1, C, (B, S)), torch.tensor([6, 5, 4]), torch.tensor([2, 1, 2])
+    ours = fastrnn.ctc_loss_from_logits if from_logits else fastrnn.ctc_loss
+
+    def theirs(x, *args):
+        return F.ctc_loss(x.log_softmax(2) if from_logits else x, *args)
+
+    if not from_logits:
+        x = x.log_softmax(2)
+    assert_close(torch.func.grad(ours)(x, targets, il, tl),
+                 torch.func.grad(theirs)(x, targets, il, tl))
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.func.grad(lambda x: torch.func.grad(ours)(x, targets, il, tl).sum())(x)
+
+
+# torch.func.jvp imports code that uses a deprecated torch.jit decorator.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_func_jvp_ctc_raises():
+    # The op alone returned a zero tangent.
+    lp = torch.randn(6, 2, 4).log_softmax(2)
+    args = (torch.randint(1, 4, (2, 2)), torch.tensor([6, 6]), torch.tensor([2, 2]))
+    with pytest.raises(NotImplementedError, match="jvp"):
+        torch.func.jvp(lambda lp: fastrnn.ctc_loss(lp, *args), (lp,), (torch.ones_like(lp),))
 
 
 # ------------------------------------------------------------------------------------------

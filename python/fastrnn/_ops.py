@@ -28,7 +28,7 @@ from . import _C
 from ._backend import compute_dtype, cuda_module, native_dtype
 
 __all__ = ["rnn", "run_rnn", "StreamPlan", "capturing", "rnn_backward", "CELL_GATES",
-           "weight_shapes"]
+           "weight_shapes", "below_functorch", "functorch_unwrapped"]
 
 # Gates per cell (G): rows of W_ih / W_hh are G * hidden_size.
 CELL_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
@@ -501,26 +501,28 @@ _NO_DOUBLE_BACKWARD = ("fastrnn: double backward (the gradient of a gradient) th
                        "fastrnn.rnn is not supported")
 
 
-def _unwrapped(t: Optional[Tensor]) -> Optional[Tensor]:
-    """``t`` without torch.func.grad's wrapper (see _below_functorch)."""
+def functorch_unwrapped(t: Optional[Tensor]) -> Optional[Tensor]:
+    """``t`` without torch.func.grad's wrapper (see below_functorch)."""
     if t is None or not torch._C._functorch.is_gradtrackingtensor(t):
         return t
     return torch._C._functorch.get_unwrapped(t)
 
 
 @contextlib.contextmanager
-def _below_functorch():
-    """Where _EagerRnn's backward runs. torch.func.grad calls it at its own level, on tensors
-    wrapped at that level (whose memory the native code cannot read) and wrapping what it
-    creates: the native backward runs below the level, on the unwrapped tensors (_unwrapped),
-    its results plain tensors, which the level takes as they are. Under a second transform (a
-    gradient of a gradient) that would drop the outer one's terms: refused."""
+def below_functorch(refusal: str):
+    """Where the backward of an autograd.Function that functorch transforms reach runs (the
+    ops' own torch.library autograd lacks the setup_context staticmethod functorch requires,
+    pytorch/pytorch#168393). torch.func.grad calls it at its own level, on tensors wrapped at
+    that level (whose memory the native code cannot read) and wrapping what it creates: the
+    native backward runs below the level, on the unwrapped tensors (functorch_unwrapped), its
+    results plain tensors, which the level takes as they are. Under a second transform (a
+    gradient of a gradient) that would drop the outer one's terms: RuntimeError(refusal)."""
     if not torch._C._are_functorch_transforms_active():
         yield
         return
     with torch._functorch.pyfunctorch.temporarily_pop_interpreter_stack():
         if torch._C._are_functorch_transforms_active():
-            raise RuntimeError(_NO_DOUBLE_BACKWARD)
+            raise RuntimeError(refusal)
         yield
 
 
@@ -694,8 +696,9 @@ def _rnn_grads(ctx, grad_output, grad_hy, grad_cy, run_backward, input_grad: boo
     """Gradients of ``rnn``'s inputs, in its argument order, through ``run_backward`` (the
     ``rnn_backward`` op, or its implementation when no dispatcher is involved); the input's
     gradient None, and not computed, unless ``input_grad``."""
-    saved = [_unwrapped(t) for t in ctx.saved_tensors]
-    grad_output, grad_hy, grad_cy = (_unwrapped(g) for g in (grad_output, grad_hy, grad_cy))
+    saved = [functorch_unwrapped(t) for t in ctx.saved_tensors]
+    grad_output, grad_hy, grad_cy = (functorch_unwrapped(g)
+                                     for g in (grad_output, grad_hy, grad_cy))
     input, reserve = saved[:2]
     weights = saved[2:2 + ctx.num_weights]
     rest = saved[2 + ctx.num_weights:]
@@ -752,7 +755,7 @@ class _EagerRnn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
-        with _below_functorch():
+        with below_functorch(_NO_DOUBLE_BACKWARD):
             grad_input, grad_weights, grad_hx, grad_cx = _rnn_grads(
                 ctx, grad_output, grad_hy, grad_cy, _backward,
                 input_grad=ctx.needs_input_grad[1])[:4]

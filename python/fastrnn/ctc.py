@@ -5,7 +5,8 @@ logits and applies ``log_softmax`` over classes inside the kernel: no (T, B, C) 
 tensor is stored for backward, and the gradient it returns is the gradient w.r.t. the logits.
 
 Both are ``torch.library`` custom ops (``fastrnn::ctc_loss``, ``fastrnn::ctc_loss_backward``) with
-fake kernels and registered autograd. CPU tensors run the native core (``fastrnn._C``), CUDA tensors
+fake kernels and registered autograd; functorch transforms (torch.func.grad) go through
+_FunctorchCtc instead. CPU tensors run the native core (``fastrnn._C``), CUDA tensors
 the CUDA module (``fastrnn._cuda``, imported on first use).
 
 Differences from torch, all stricter or safer:
@@ -32,7 +33,7 @@ from torch import Tensor
 from . import _C
 from ._backend import cuda_module, native_dtype
 from ._compile import refuse_torchscript
-from ._ops import autocast_dtype
+from ._ops import autocast_dtype, below_functorch, functorch_unwrapped
 
 __all__ = ["CTCLoss", "ctc_loss", "ctc_loss_from_logits"]
 
@@ -175,10 +176,10 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_loss, grad_log_alpha, grad_row_lse):
     input, targets, target_offsets, input_lengths, target_lengths, log_alpha, row_lse = (
-        ctx.saved_tensors)
-    grad_input = _ctc_loss_backward_op(grad_loss, input, targets, target_offsets, input_lengths,
-                                       target_lengths, log_alpha, row_lse, ctx.blank,
-                                       ctx.from_logits)
+        functorch_unwrapped(t) for t in ctx.saved_tensors)
+    grad_input = _ctc_loss_backward_op(functorch_unwrapped(grad_loss), input, targets,
+                                       target_offsets, input_lengths, target_lengths, log_alpha,
+                                       row_lse, ctx.blank, ctx.from_logits)
     return grad_input, None, None, None, None, None, None, None, None, None
 
 
@@ -192,13 +193,37 @@ def _no_double_backward_setup(ctx, inputs, output):
     pass
 
 
+_NO_DOUBLE_BACKWARD = ("fastrnn ctc_loss does not support double backward (the gradient of its "
+                       "gradient)")
+
+
 def _no_double_backward(ctx, grad):
-    raise RuntimeError(
-        "fastrnn ctc_loss does not support double backward (the gradient of its gradient)")
+    raise RuntimeError(_NO_DOUBLE_BACKWARD)
 
 
 _ctc_loss_backward_op.register_autograd(_no_double_backward,
                                         setup_context=_no_double_backward_setup)
+
+
+class _FunctorchCtc(torch.autograd.Function):
+    """fastrnn::ctc_loss (with need_alpha) for functorch transforms: the op's torch.library
+    autograd lacks the setup_context staticmethod they require (see _ops.below_functorch). Its
+    backward is the op's; it has no jvp or vmap rule, so torch.func.jvp and vmap raise."""
+
+    @staticmethod
+    def forward(input, targets, target_offsets, input_lengths, target_lengths, max_target, blank,
+                zero_infinity, from_logits):
+        return _ctc_loss_op(input, targets, target_offsets, input_lengths, target_lengths,
+                            max_target, blank, zero_infinity, from_logits, True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup_context(ctx, (*inputs, True), output)
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_log_alpha, grad_row_lse):
+        with below_functorch(_NO_DOUBLE_BACKWARD):
+            return _backward(ctx, grad_loss, grad_log_alpha, grad_row_lse)[:9]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,9 +369,12 @@ def _ctc(input, targets, input_lengths, target_lengths, blank, reduction, zero_i
     # runs with autograd too, whichever mode it was traced in.
     need_alpha = ((torch.is_grad_enabled() and p["input"].requires_grad)
                   or torch._C._get_tracing_state() is not None)
-    loss, _, _ = _ctc_loss_op(p["input"], p["targets"], p["target_offsets"], p["input_lengths"],
-                              p["target_lengths"], p["max_target"], blank, bool(zero_infinity),
-                              from_logits, need_alpha)
+    args = (p["input"], p["targets"], p["target_offsets"], p["input_lengths"],
+            p["target_lengths"], p["max_target"], blank, bool(zero_infinity), from_logits)
+    if torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling():
+        loss, _, _ = _FunctorchCtc.apply(*args)
+    else:
+        loss, _, _ = _ctc_loss_op(*args, need_alpha)
     target_lengths = p["target_lengths"]
     if p["unbatched"]:
         loss, target_lengths = loss.squeeze(0), target_lengths.squeeze(0)
