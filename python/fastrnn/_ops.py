@@ -533,8 +533,10 @@ def _first_order(grads, computed_from):
     requires grad, each gradient passes through a node that raises _NO_DOUBLE_BACKWARD when
     differentiated: first-order use stays right, and a second derivative raises instead of
     silently missing fastrnn's terms. The CTC loss's backward op behaves the same way."""
+    if not torch.is_grad_enabled():  # the common case, first: a streamed step pays this
+        return grads
     tracked = [t for t in computed_from if t is not None and t.requires_grad]
-    if not torch.is_grad_enabled() or not tracked:
+    if not tracked:
         return grads
     flat, spec = torch.utils._pytree.tree_flatten(grads)
     where = [i for i, g in enumerate(flat) if isinstance(g, Tensor)]
