@@ -119,3 +119,18 @@ def general_calls(monkeypatch):
 
     monkeypatch.setattr(_ops, "run_rnn", counting)
     return calls
+
+
+@pytest.fixture
+def input_grad_requests(monkeypatch):
+    """Records, per call of the general backward (``_ops._backward``, which the op's and the
+    eager path's autograd formulas reach), whether it was asked for the input's gradient."""
+    asked = []
+    original = _ops._backward
+
+    def recording(*args):
+        asked.append(args[-1])  # input_grad
+        return original(*args)
+
+    monkeypatch.setattr(_ops, "_backward", recording)
+    return asked

@@ -117,21 +117,13 @@ def test_compile_fullgraph_packed_input(assert_close):
         assert_close(g, w)
 
 
-def test_compiled_backward_skips_the_input_gradient_of_data(monkeypatch, assert_close):
+def test_compiled_backward_skips_the_input_gradient_of_data(input_grad_requests, assert_close):
     # The data fed to a first layer needs no gradient: the compiled backward graph's
     # rnn_backward is asked not to compute it (the CPU core then skips its products), and
     # still gives eager's gradients.
-    asked = []
-    backward = _ops._backward
-
-    def recording(*args):
-        asked.append(args[-1])
-        return backward(*args)
-
-    monkeypatch.setattr(_ops, "_backward", recording)
     model, batch = _LstmRegressor(), (torch.randn(3, 7, 6),)
     _assert_compiled_matches_eager(model, batch, "aot_eager", assert_close)
-    assert asked == [False]
+    assert input_grad_requests == [False]
 
 
 def test_torch_rnn_modules_still_graph_break():
