@@ -13,6 +13,9 @@ Everything every test file needs lives here, in one place:
 * ``general_calls``: counts the calls that take the modules' general path (``_ops.run_rnn``),
   so tests can require the fast path, or its absence.
 
+* ``input_grad_requests``: records whether each general backward (``_ops._backward``) was asked
+  for the input's gradient.
+
 ``from conftest import ...`` is deliberately not the interface (it depends on rootdir/sys.path
 details under pytest); use the fixtures.
 """

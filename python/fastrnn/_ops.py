@@ -6,9 +6,9 @@ Each op has a fake implementation (shapes only) for torch.compile / export, and 
 autograd registered. The modules' common calls (plain CPU tensors, no autocast, compile or
 functorch) go through a ``StreamPlan``, which checks and runs them with the least Python
 (``_PlannedRnn`` under autograd); every other call goes through ``run_rnn``, which takes the op
-only where the dispatcher is needed (compile, export, functorch, tensor subclasses, CUDA, meta)
+only where the dispatcher is needed (compile, export, jit.trace, tensor subclasses, CUDA, meta)
 and otherwise runs the same implementation and autograd formula without it (``_EagerRnn``, or
-no autograd at all).
+no autograd at all; functorch transforms always get ``_EagerRnn``, see ``below_functorch``).
 The modules check their arguments as torch does before calling; the op itself checks every
 shape the native core computes addresses from (``_sizes``), which is what a weight replaced
 through ``param.data`` or a direct caller can get wrong.
@@ -27,8 +27,8 @@ from torch import Tensor
 from . import _C
 from ._backend import compute_dtype, cuda_module, native_dtype
 
-__all__ = ["rnn", "run_rnn", "StreamPlan", "capturing", "rnn_backward", "CELL_GATES",
-           "weight_shapes", "below_functorch", "functorch_unwrapped"]
+__all__ = ["rnn", "run_rnn", "StreamPlan", "recording", "capturing", "rnn_backward",
+           "CELL_GATES", "weight_shapes", "below_functorch", "functorch_unwrapped"]
 
 # Gates per cell (G): rows of W_ih / W_hh are G * hidden_size.
 CELL_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
@@ -550,11 +550,16 @@ def _first_order(grads, computed_from):
     return torch.utils._pytree.tree_unflatten(flat, spec)
 
 
+def recording() -> bool:
+    """True under torch.compile or torch.jit.trace: each records only what passes the
+    dispatcher, so the calls it records must go through the ops."""
+    return torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
+
+
 def capturing() -> bool:
-    """True under torch.compile, torch.jit.trace or a functorch transform: each sees only what
-    passes the dispatcher, so the calls it captures or transforms must go through the op."""
-    return (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
-            or torch._C._are_functorch_transforms_active())
+    """recording(), or a functorch transform, which the StreamPlan's _PlannedRnn cannot serve
+    (no setup_context): the modules' fast path steps aside for all of them."""
+    return recording() or torch._C._are_functorch_transforms_active()
 
 
 def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Optional[Tensor],
@@ -576,7 +581,7 @@ def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opti
     tensors = (input, hx, cx, *weights)
     config = (cell, num_layers, bidirectional, proj_size, has_bias, len(weights))
     eager = (config, input, hx, cx, batch_sizes, *weights, *dropout_masks)
-    if (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
+    if (recording()
             or input.device.type not in ("cpu", "cuda")  # meta tensors take the fake kernel
             or any(t is not None and type(t) not in _PLAIN_TENSOR_TYPES for t in tensors)):
         return rnn(*args)[:3]

@@ -33,7 +33,7 @@ from torch import Tensor
 from . import _C
 from ._backend import cuda_module, native_dtype
 from ._compile import refuse_torchscript
-from ._ops import autocast_dtype, below_functorch, functorch_unwrapped
+from ._ops import autocast_dtype, below_functorch, functorch_unwrapped, recording
 
 __all__ = ["CTCLoss", "ctc_loss", "ctc_loss_from_logits"]
 
@@ -371,7 +371,7 @@ def _ctc(input, targets, input_lengths, target_lengths, blank, reduction, zero_i
                   or torch._C._get_tracing_state() is not None)
     args = (p["input"], p["targets"], p["target_offsets"], p["input_lengths"],
             p["target_lengths"], p["max_target"], blank, bool(zero_infinity), from_logits)
-    if torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling():
+    if torch._C._are_functorch_transforms_active() and not recording():
         loss, _, _ = _FunctorchCtc.apply(*args)
     else:
         loss, _, _ = _ctc_loss_op(*args, need_alpha)
