@@ -517,9 +517,6 @@ def main(argv=None) -> int:
     for d in args.dtypes:
         if d not in DTYPES:
             p.error(f"unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
-    if device.type == "cpu" and any(d in ("bfloat16", "float16") for d in args.dtypes):
-        print("note: bfloat16/float16 are benchmarked on GPU only; skipping them on cpu")
-        args.dtypes = [d for d in args.dtypes if d not in ("bfloat16", "float16")]
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()

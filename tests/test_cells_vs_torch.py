@@ -69,6 +69,32 @@ def test_cell_vs_torch(cell, bias, batched, with_hx, dtype, rng, assert_close):
         assert_close(a, b, dtype, msg=lambda m, n=n: f"grad {n}: {m}")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_cell_half_precision_is_float32_rounded_once(cell, batched, dtype, assert_close):
+    """A float16/bfloat16 cell returns torch's float32 cell's result and gradients on the same
+    values, rounded to the dtype, in the dtypes torch's half cell returns."""
+    torch_cls, extra = CELLS[cell]
+    ref_half, mod = make_pair(torch_cls, 5, 6, dtype=dtype, **extra)
+    ref = copy.deepcopy(ref_half).float()
+    bshape = (3,) if batched else ()
+    x = torch.randn(*bshape, 5, dtype=dtype, requires_grad=True)
+    hx = torch.randn(*bshape, 6, dtype=dtype, requires_grad=True)
+    if torch_cls is nn.LSTMCell:
+        hx = (hx, torch.randn(*bshape, 6, dtype=dtype, requires_grad=True))
+    widen = lambda t: t.detach().float().requires_grad_()  # noqa: E731
+    out, outs, gouts, grads = run(mod, x, hx)
+    assert [o.dtype for o in outs] == [o.dtype for o in as_list(ref_half(x, hx))]
+    _, want_outs, _, want_grads = run(ref, widen(x),
+                                      tuple(map(widen, hx)) if isinstance(hx, tuple) else widen(hx),
+                                      [g.float() for g in gouts])
+    assert len(grads) == len(want_grads)
+    for got, want in zip(outs + grads, want_outs + want_grads):
+        assert got.dtype == dtype
+        assert_close(got, want.to(dtype))
+
+
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_cell_identity(cell):
     torch_cls, extra = CELLS[cell]

@@ -145,6 +145,17 @@ def test_opcheck(config):
                               test_utils=("test_schema", "test_faketensor"))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_opcheck_half_precision(dtype):
+    """Half-precision tensors run through the float32 kernels: the fake kernels must give the
+    real ones' dtypes (results in the input's dtype, a float32 reserve)."""
+    args = make_problem(*CONFIGS[0], dtype, with_masks=True)
+    torch.library.opcheck(_ops.rnn, args)
+    assert _ops.rnn(*args)[3].dtype == torch.float32
+    torch.library.opcheck(_ops.rnn_backward, backward_args(args),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
 @pytest.mark.parametrize("config", CONFIGS)
 def test_backward_op_without_the_input_gradient(config):
     """rnn_backward(input_grad=False), what the op's autograd asks for when the input needs no

@@ -620,6 +620,60 @@ def test_dropout_training_seeded_and_applied(torch_cls):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in mod.parameters())
 
 
+# --------------------------------------------------------------------------------------------------
+# float16 / bfloat16: float32 state and accumulation, each result and gradient rounded once
+# --------------------------------------------------------------------------------------------------
+
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def widened(case):
+    """``case`` with float32 leaves holding the same values (a half value widens exactly)."""
+    leaf = lambda t: None if t is None else t.detach().float().requires_grad_(t.requires_grad)  # noqa: E731
+    return Case(x=leaf(case.x), lengths=case.lengths, form=case.form,
+                batch_first=case.batch_first, h0=leaf(case.h0), c0=leaf(case.c0))
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("form", ["padded", "packed_unsorted", "unbatched"])
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=["bfloat16", "float16"])
+def test_half_precision_is_float32_rounded_once(mode, form, dtype, rng, assert_close):
+    """A float16/bfloat16 module returns what torch's float32 module computes from the same
+    values, rounded to the dtype (outputs, states and every gradient), in the types, shapes
+    and dtypes torch's half module returns. torch's own half modules round inside the
+    recurrence too, so they are only the reference for the structure."""
+    torch_cls, extra = MODES[mode]
+    kwargs = dict(extra, proj_size=2) if mode == "lstm_proj" else extra
+    ref_half, mod = make_pair(torch_cls, 3, 4, num_layers=2, bidirectional=True, dtype=dtype,
+                              **kwargs)
+    ref = copy.deepcopy(ref_half).float()
+    case = make_case(rng, ref_half, form=form, T=5, B=3, batch_first=False, with_state=True,
+                     dtype=dtype)
+    res, outs, grads_out, grads = run_and_grad(mod, case)
+    check_structure(res, call(ref_half, case.module_input(), case.hx()))
+    _, want_outs, _, want_grads = run_and_grad(ref, widened(case),
+                                               [g.float() for g in grads_out])
+    assert len(grads) == len(want_grads) == len(case.leaves()) + len(list(mod.parameters()))
+    for got, want in zip(outs + grads, want_outs + want_grads):
+        assert got.dtype == dtype
+        assert_close(got, want.to(dtype))
+
+
+def test_half_precision_module_takes_the_general_path_per_step(rng, assert_close):
+    """Streaming a bfloat16 LSTM one step at a time (the fast path serves float32/float64
+    only) gives the unrolled sequence's result."""
+    mod = fastrnn.LSTM(3, 4).bfloat16()
+    x = torch.randn(6, 2, 3, dtype=torch.bfloat16)
+    with torch.no_grad():
+        whole, (h, c) = mod(x)
+        state = None
+        for t in range(6):
+            step, state = mod(x[t:t + 1], state)
+    assert_close(step[0], whole[5])
+    assert_close(state[0], h)
+    assert_close(state[1], c)
+
+
 @pytest.mark.parametrize("torch_cls,extra", [(nn.RNN, {}), (nn.LSTM, {}), (nn.LSTM, dict(proj_size=1)), (nn.GRU, {})],
                          ids=["rnn", "lstm", "lstm_proj", "gru"])
 def test_input_without_grad_still_gives_param_grads(torch_cls, extra, rng, assert_close):

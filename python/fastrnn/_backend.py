@@ -12,8 +12,9 @@ from . import _C
 __all__ = ["cuda_module", "cuda_build_available", "native_dtype", "compute_dtype"]
 
 _NATIVE_DTYPES = {torch.float32: _C.DType.float32, torch.float64: _C.DType.float64}
-# Half-precision tensors on CUDA run through the float32 kernels (float32 accumulation and state).
-_CUDA_COMPUTE_DTYPES = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+# Half-precision tensors run through the float32 kernels on both devices (float32 accumulation
+# and state; docs/design-notes.md).
+_HALF_COMPUTE_DTYPES = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,12 +55,10 @@ def native_dtype(dtype: torch.dtype, what: str):
 
 def compute_dtype(dtype: torch.dtype, device_type: str, what: str) -> torch.dtype:
     """The dtype the kernels run in for tensors of ``dtype`` on ``device_type``: the dtype itself
-    for float32/float64, float32 for float16/bfloat16 on CUDA; a TypeError otherwise."""
+    for float32/float64, float32 for float16/bfloat16; a TypeError otherwise."""
     if dtype in _NATIVE_DTYPES:
         return dtype
-    if device_type == "cuda" and dtype in _CUDA_COMPUTE_DTYPES:
-        return _CUDA_COMPUTE_DTYPES[dtype]
-    supported = "float32, float64, float16 and bfloat16" if device_type == "cuda" else \
-        "float32 and float64"
-    raise TypeError(f"fastrnn: {what} on {device_type.upper()} supports {supported} tensors, "
-                    f"got {dtype}")
+    if dtype in _HALF_COMPUTE_DTYPES:
+        return _HALF_COMPUTE_DTYPES[dtype]
+    raise TypeError(f"fastrnn: {what} on {device_type.upper()} supports float32, float64, "
+                    f"float16 and bfloat16 tensors, got {dtype}")
