@@ -100,9 +100,10 @@ class Case:
     def leaves(self):
         return [t for t in (self.x, self.h0, self.c0) if t is not None and t.requires_grad]
 
-    def to(self, device):
-        """The same case with its tensors as leaves on `device` (requires_grad kept)."""
-        leaf = lambda t: None if t is None else t.detach().to(device).requires_grad_(t.requires_grad)  # noqa: E731
+    def to(self, device=None, dtype=None):
+        """The same case with its tensors as leaves on `device` and of `dtype` (None: as they
+        are; requires_grad kept)."""
+        leaf = lambda t: None if t is None else t.detach().to(device=device, dtype=dtype).requires_grad_(t.requires_grad)  # noqa: E731
         return Case(x=leaf(self.x), lengths=self.lengths, form=self.form,
                     batch_first=self.batch_first, h0=leaf(self.h0), c0=leaf(self.c0))
 
@@ -627,13 +628,6 @@ def test_dropout_training_seeded_and_applied(torch_cls):
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
-def widened(case):
-    """``case`` with float32 leaves holding the same values (a half value widens exactly)."""
-    leaf = lambda t: None if t is None else t.detach().float().requires_grad_(t.requires_grad)  # noqa: E731
-    return Case(x=leaf(case.x), lengths=case.lengths, form=case.form,
-                batch_first=case.batch_first, h0=leaf(case.h0), c0=leaf(case.c0))
-
-
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("form", ["padded", "packed_unsorted", "unbatched"])
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=["bfloat16", "float16"])
@@ -651,7 +645,8 @@ def test_half_precision_is_float32_rounded_once(mode, form, dtype, rng, assert_c
                      dtype=dtype)
     res, outs, grads_out, grads = run_and_grad(mod, case)
     check_structure(res, call(ref_half, case.module_input(), case.hx()))
-    _, want_outs, _, want_grads = run_and_grad(ref, widened(case),
+    # float32 leaves holding the same values (a 16-bit value widens exactly)
+    _, want_outs, _, want_grads = run_and_grad(ref, case.to(dtype=torch.float32),
                                                [g.float() for g in grads_out])
     assert len(grads) == len(want_grads) == len(case.leaves()) + len(list(mod.parameters()))
     for got, want in zip(outs + grads, want_outs + want_grads):
