@@ -407,6 +407,32 @@ def test_autocast_cpu_cells_match_torch(cls, input_dtype, assert_close):
         assert_close(g, w, dtype=torch.bfloat16)
 
 
+_FLOATS = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@pytest.mark.parametrize("module_dtype", _FLOATS, ids=["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell])
+def test_autocast_cpu_any_module_and_input_dtype_match_torch(cls, module_dtype, assert_close):
+    """Under bf16 autocast, a module of any floating dtype fed inputs and states of any floating
+    dtype returns torch's result dtypes (float16 input into an LSTM, say, gives float32: torch's
+    oneDNN LSTM does not take it and its fallback promotes), with values within bf16's
+    tolerance of torch's."""
+    ref, mod = make_pair(cls, 5, 7, dtype=module_dtype)
+    is_cell = cls in (nn.LSTMCell, nn.GRUCell, nn.RNNCell)
+    rows, state_lead = ((3,), (3,)) if is_cell else ((4, 3), (1, 3))
+    for input_dtype in _FLOATS:
+        x = torch.randn(*rows, 5, dtype=input_dtype)
+        for state_dtype in (None, input_dtype, torch.float32):
+            hx = None if state_dtype is None else torch.randn(*state_lead, 7, dtype=state_dtype)
+            if hx is not None and cls in (nn.LSTM, nn.LSTMCell):
+                hx = (hx, hx.clone())
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                got, want = mod(x, hx), ref(x, hx)
+            assert _dtypes(got) == _dtypes(want), (input_dtype, state_dtype)
+            for g, w in zip(_floats(got), _floats(want)):
+                assert_close(g, w, dtype=torch.bfloat16, msg=f"{input_dtype}, {state_dtype}")
+
+
 def test_autocast_cpu_trains_float32_parameters(assert_close):
     ref, mod = make_pair(nn.LSTM, 5, 7, num_layers=2)
     x = torch.randn(6, 3, 5)

@@ -50,9 +50,9 @@ def _autocast(input: Tensor, weights, states, low_precision_result: bool):
     torch's module returns them; outside one: everything unchanged and None.
 
     On CPU fastrnn computes in float32 and returns what torch 2.13's module returns: the autocast
-    dtype where torch's op runs in it (``low_precision_result``: LSTM on padded input, RNN,
-    RNNCell), else the promotion of the autocast dtype with the initial state's dtype (GRU, packed
-    LSTM, LSTMCell, GRUCell: their state math promotes). On CUDA results come out of the op in the
+    dtype where torch's op runs in it (``low_precision_result``: LSTM on padded input other than
+    float16, RNN, RNNCell), else the promotion of the autocast dtype with the initial state's
+    dtype (GRU, other LSTM calls, LSTMCell, GRUCell: their state math promotes). On CUDA results come out of the op in the
     autocast dtype already, as from cuDNN."""
     compute = _ops.autocast_dtype(input.device.type)
     if compute is None:
@@ -271,7 +271,10 @@ class _FastRNNBase:
         if is_lstm and hx is not None and len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
         states = () if hx is None else (tuple(hx) if is_lstm else (hx,))
-        low_precision_result = self.mode.startswith("RNN") or (is_lstm and batch_sizes is None)
+        # torch's oneDNN LSTM returns the autocast dtype; float16 input (which oneDNN does not
+        # take) and packed input go to its fallback, whose state math promotes.
+        low_precision_result = self.mode.startswith("RNN") or (
+            is_lstm and batch_sizes is None and input.dtype is not torch.float16)
         input, weights, states, result_dtype = _autocast(input, weights, states,
                                                          low_precision_result)
         _check_like_input(input, weights, "parameter")
