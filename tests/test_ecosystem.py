@@ -395,18 +395,6 @@ def test_autocast_cpu_modules_match_torch(cls, assert_close):
             assert_close(g, w, dtype=torch.bfloat16, msg=name)
 
 
-@pytest.mark.parametrize("cls", [nn.LSTMCell, nn.GRUCell, nn.RNNCell])
-@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
-def test_autocast_cpu_cells_match_torch(cls, input_dtype, assert_close):
-    ref, mod = make_pair(cls, 5, 7)
-    x = torch.randn(3, 5, dtype=input_dtype)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        got, want = mod(x), ref(x)
-    assert _dtypes(got) == _dtypes(want)
-    for g, w in zip(_floats(got), _floats(want)):
-        assert_close(g, w, dtype=torch.bfloat16)
-
-
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 
 

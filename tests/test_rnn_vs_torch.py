@@ -103,7 +103,11 @@ class Case:
     def to(self, device=None, dtype=None):
         """The same case with its tensors as leaves on `device` and of `dtype` (None: as they
         are; requires_grad kept)."""
-        leaf = lambda t: None if t is None else t.detach().to(device=device, dtype=dtype).requires_grad_(t.requires_grad)  # noqa: E731
+        def leaf(t):
+            if t is None:
+                return None
+            return t.detach().to(device=device, dtype=dtype).requires_grad_(t.requires_grad)
+
         return Case(x=leaf(self.x), lengths=self.lengths, form=self.form,
                     batch_first=self.batch_first, h0=leaf(self.h0), c0=leaf(self.c0))
 

@@ -52,8 +52,8 @@ def _autocast(input: Tensor, weights, states, low_precision_result: bool):
     On CPU fastrnn computes in float32 and returns what torch 2.13's module returns: the autocast
     dtype where torch's op runs in it (``low_precision_result``: LSTM on padded input other than
     float16, RNN, RNNCell), else the promotion of the autocast dtype with the initial state's
-    dtype (GRU, other LSTM calls, LSTMCell, GRUCell: their state math promotes). On CUDA results come out of the op in the
-    autocast dtype already, as from cuDNN."""
+    dtype (GRU, other LSTM calls, LSTMCell, GRUCell: their state math promotes). On CUDA
+    results come out of the op in the autocast dtype already, as from cuDNN."""
     compute = _ops.autocast_dtype(input.device.type)
     if compute is None:
         return input, weights, states, None
