@@ -49,7 +49,7 @@ PYBIND11_MODULE(_C, m) {
       .def("workspace_elems", &workspace_elems, py::arg("pass_"), py::arg("dtype"));
 
   m.def("cpu_isa", [] { return cpu::isa_name(cpu::active_isa()); },
-        "Instruction set the CPU kernels run with (generic, avx2 or avx512)");
+        "Instruction set the CPU kernels run with (generic, avx2, avx512 or avx512bf16)");
   m.def("best_cpu_isa", [] { return cpu::isa_name(cpu::best_supported_isa()); },
         "Best instruction set this CPU and build support");
   m.def("set_cpu_isa", &cpu::set_isa, py::arg("name"),
@@ -67,16 +67,21 @@ PYBIND11_MODULE(_C, m) {
       [](const RnnDesc& desc, DType dtype, std::uintptr_t x,
          const std::vector<std::uintptr_t>& weights, std::uintptr_t h0, std::uintptr_t c0,
          const std::vector<std::uintptr_t>& masks, std::uintptr_t y, std::uintptr_t hy,
-         std::uintptr_t cy, std::uintptr_t reserve, std::uintptr_t workspace, int threads) {
-        rnn_forward_cpu(desc, dtype,
-                        bindings::rnn_forward_args(x, weights, h0, c0, masks, y, hy, cy, reserve,
-                                                   workspace),
-                        threads);
+         std::uintptr_t cy, std::uintptr_t reserve, std::uintptr_t workspace, int threads,
+         bool bf16_input) {
+        RnnForwardArgs args = bindings::rnn_forward_args(x, weights, h0, c0, masks, y, hy, cy,
+                                                         reserve, workspace);
+        args.bf16_input = bf16_input;
+        rnn_forward_cpu(desc, dtype, args, threads);
       },
       py::arg("desc"), py::arg("dtype"), py::arg("x"), py::arg("weights"), py::arg("h0"),
       py::arg("c0"), py::arg("masks"), py::arg("y"), py::arg("hy"), py::arg("cy"),
       py::arg("reserve"), py::arg("workspace"), py::arg("threads"),
-      py::call_guard<py::gil_scoped_release>());
+      py::arg("bf16_input") = false, py::call_guard<py::gil_scoped_release>());
+
+  m.def("rnn_takes_bf16_input", &rnn_takes_bf16_input_cpu, py::arg("desc"), py::arg("dtype"),
+        "Whether the active CPU kernels take rnn_forward(bf16_input=True) for this call: x and "
+        "the first layer's weight_ih in bfloat16, everything else float32");
 
   m.def(
       "rnn_backward",

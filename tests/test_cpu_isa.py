@@ -1,4 +1,5 @@
-"""Every CPU instruction-set path (generic, AVX2, AVX-512) against torch, on one machine: the
+"""Every CPU instruction-set path (generic, AVX2, AVX-512, AVX-512 BF16) against torch, on one
+machine: the
 kernels of each ISA are selected with fastrnn._C.set_cpu_isa (FASTRNN_CPU_ISA does the same for
 a whole process)."""
 
@@ -10,10 +11,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
-from fastrnn import _C
+from fastrnn import _C, _ops
 from pairs import make_pair
 
-ALL_ISAS = ["generic", "avx2", "avx512"]
+ALL_ISAS = ["generic", "avx2", "avx512", "avx512bf16"]
 _RANK = {name: i for i, name in enumerate(ALL_ISAS)}
 SUPPORTED = [isa for isa in ALL_ISAS if _RANK[isa] <= _RANK[_C.best_cpu_isa()]]
 
@@ -174,3 +175,98 @@ def test_fma_peak_probe_measures_each_isa(isa, dtype):
     for threads in (1, 2, 0):  # 0 and counts past the cores are clamped like every parallel call
         gflops = _C.cpu_fma_peak_gflops(dtype, threads)
         assert isinstance(gflops, float) and 0.0 < gflops < float("inf")
+
+
+# (cell, input size, kwargs): odd input sizes leave the pair-packed weights' last pair half
+# empty, hidden sizes leave partial vector tails; a second layer and a projection read the
+# first layer's float32 output.
+BF16_CASES = [
+    ("LSTM", 17, dict(hidden_size=33, num_layers=2, bidirectional=True)),
+    ("LSTM", 6, dict(hidden_size=20, proj_size=7)),
+    ("GRU", 1, dict(hidden_size=19, bidirectional=True)),
+    ("RNN_RELU", 40, dict(hidden_size=35)),
+]
+
+
+@pytest.mark.skipif("avx512bf16" not in SUPPORTED, reason="needs AVX-512 BF16")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("shape,taken", [((9, 13), True), ((2, 3), False)],
+                         ids=["T9B13", "T2B3-direct"])
+@pytest.mark.parametrize("case", BF16_CASES, ids=lambda c: f"{c[0]}-I{c[1]}")
+def test_bf16_input_projection_is_the_float32_projection(case, shape, taken, packed, threads,
+                                                         monkeypatch, assert_close):
+    """The avx512bf16 kernels multiply a bfloat16 input by the first layer's bfloat16 W_ih with
+    vdpbf16ps (exact products, float32 sums) instead of widening both first. Everything the
+    forward keeps in float32 (the reserve: gates, cells, every layer's output) must equal what
+    the avx512 kernels compute from the widened values, up to the order of the sums; a handful
+    of rows (direct mode) is widened as before."""
+    cell, input_size, kwargs = case
+    T, B = shape
+    hidden, layers = kwargs["hidden_size"], kwargs.get("num_layers", 1)
+    bidirectional, proj = kwargs.get("bidirectional", False), kwargs.get("proj_size", 0)
+    cls = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(cell, nn.RNN)
+    extra = dict(nonlinearity="relu") if cell == "RNN_RELU" else {}
+    weights = [w.detach().bfloat16() for w in cls(input_size, **kwargs, **extra)._flat_weights]
+    x = torch.randn(T, B, input_size).bfloat16()
+    states = layers * (2 if bidirectional else 1)
+    hx = torch.randn(states, B, proj or hidden).bfloat16()
+    cx = torch.randn(states, B, hidden).bfloat16() if cell == "LSTM" else None
+    batch_sizes = None
+    if packed:
+        lengths = torch.randint(1, T + 1, (B,))
+        lengths[0] = T
+        seq = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        x, batch_sizes = seq.data, seq.batch_sizes
+
+    flags = []
+    native_forward = _C.rnn_forward
+
+    def spy(*args, **kw):  # the trailing bf16_input flag, when the call passes one
+        flags.append(kw.get("bf16_input", args[13] if len(args) > 13 else False))
+        return native_forward(*args, **kw)
+
+    monkeypatch.setattr(_C, "rnn_forward", spy)
+    previous_isa, previous_threads = _C.cpu_isa(), torch.get_num_threads()
+    results = {}
+    try:
+        torch.set_num_threads(threads)
+        for isa in ("avx512bf16", "avx512"):
+            _C.set_cpu_isa(isa)
+            results[isa] = _ops.rnn(x, weights, hx, cx, batch_sizes, [], cell, layers,
+                                    bidirectional, proj, True)
+    finally:
+        _C.set_cpu_isa(previous_isa)
+        torch.set_num_threads(previous_threads)
+    assert flags == [taken, False]
+    bf16_path, widened = results["avx512bf16"], results["avx512"]
+    assert bf16_path[3].dtype == torch.float32
+    assert_close(bf16_path[3], widened[3])  # the reserve, float32 tolerance
+    for got, want in zip(bf16_path[:3], widened[:3]):
+        assert_close(got, want)
+
+
+def test_bf16_input_flag_is_refused_where_the_kernels_do_not_take_it():
+    """The native forward checks the flag itself: a caller that passes bfloat16 input to kernels
+    that would read it as float32 gets a ValueError, not garbage."""
+    desc = _C.RnnDesc(cell=_C.CellKind.LSTM, num_layers=1, num_directions=1, input_size=4,
+                      hidden_size=8, proj_size=0, has_bias=False, seq_len=20, batch=4)
+    x = torch.randn(20, 4, 4).bfloat16()
+    weights = [torch.randn(32, 4).bfloat16(), torch.randn(32, 8)]
+    out, hy, cy = torch.empty(20, 4, 8), torch.empty(1, 4, 8), torch.empty(1, 4, 8)
+    workspace = torch.empty(desc.workspace_elems(_C.Pass.Inference, _C.DType.float64))
+    previous = _C.cpu_isa()
+    try:
+        for isa in SUPPORTED:
+            _C.set_cpu_isa(isa)
+            for dtype in (_C.DType.float32, _C.DType.float64):
+                taken = _C.rnn_takes_bf16_input(desc, dtype)
+                assert taken == (isa == "avx512bf16" and dtype == _C.DType.float32)
+                if taken:
+                    continue
+                with pytest.raises(ValueError, match="bfloat16 input is not taken"):
+                    _C.rnn_forward(desc, dtype, x.data_ptr(), [w.data_ptr() for w in weights],
+                                   0, 0, [], out.data_ptr(), hy.data_ptr(), cy.data_ptr(), 0,
+                                   workspace.data_ptr(), 1, bf16_input=True)
+    finally:
+        _C.set_cpu_isa(previous)

@@ -312,10 +312,10 @@ def test_bitwise_deterministic_across_runs_and_threads(from_logits):
         assert torch.equal(fn(lp, targets, il, tl, reduction="none"), results[0][0])
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512", "avx512bf16"])
 def test_every_cpu_isa(isa):
     from fastrnn import _C
-    rank = ["generic", "avx2", "avx512"]
+    rank = ["generic", "avx2", "avx512", "avx512bf16"]
     if rank.index(isa) > rank.index(_C.best_cpu_isa()):
         pytest.skip(f"{isa} is not supported by this CPU or build")
     lp, targets, il, tl = random_problem(T=40, B=5, C=9, S=12, dtype=torch.float32, blank=4,

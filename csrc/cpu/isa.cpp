@@ -18,9 +18,12 @@ bool supported(Isa isa) {
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
              __builtin_cpu_supports("fma");
+    case Isa::Avx512Bf16:
+      return supported(Isa::Avx512) && __builtin_cpu_supports("avx512bf16");
 #else
     case Isa::Avx2:
     case Isa::Avx512:
+    case Isa::Avx512Bf16:
       return false;
 #endif
   }
@@ -28,7 +31,7 @@ bool supported(Isa isa) {
 }
 
 bool parse(const std::string& name, Isa* out) {
-  for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
+  for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16}) {
     if (name == isa_name(isa)) {
       *out = isa;
       return true;
@@ -61,12 +64,14 @@ std::string isa_name(Isa isa) {
       return "avx2";
     case Isa::Avx512:
       return "avx512";
+    case Isa::Avx512Bf16:
+      return "avx512bf16";
   }
   return "unknown";
 }
 
 Isa best_supported_isa() {
-  for (Isa isa : {Isa::Avx512, Isa::Avx2}) {
+  for (Isa isa : {Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2}) {
     if (supported(isa)) return isa;
   }
   return Isa::Generic;
@@ -76,7 +81,7 @@ Isa active_isa() { return current().load(); }
 
 void set_isa(const std::string& name) {
   Isa isa;
-  FASTRNN_CHECK(parse(name, &isa), "unknown CPU ISA '" + name + "' (generic, avx2 or avx512)");
+  FASTRNN_CHECK(parse(name, &isa), "unknown CPU ISA '" + name + "' (generic, avx2, avx512 or avx512bf16)");
   FASTRNN_CHECK(supported(isa), "this CPU or build does not support the ISA '" + name + "'");
   current().store(isa);
 }
@@ -84,6 +89,8 @@ void set_isa(const std::string& name) {
 const RnnKernels& rnn_kernels() {
   switch (active_isa()) {
 #if defined(FASTRNN_X86_ISAS)
+    case Isa::Avx512Bf16:
+      return avx512bf16::kRnnKernels;
     case Isa::Avx512:
       return avx512::kRnnKernels;
     case Isa::Avx2:
@@ -103,6 +110,9 @@ int64_t max_workspace_elems(const RnnDesc& desc, Pass pass, DType dtype) {
   }
   if (supported(Isa::Avx512)) {
     most = std::max(most, avx512::kRnnKernels.workspace_elems(desc, pass, dtype));
+  }
+  if (supported(Isa::Avx512Bf16)) {
+    most = std::max(most, avx512bf16::kRnnKernels.workspace_elems(desc, pass, dtype));
   }
 #endif
   return most;

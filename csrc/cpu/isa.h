@@ -2,9 +2,11 @@
 //
 // csrc/cpu/isa_kernels.cpp is compiled once per instruction set, each time into its own
 // namespace (generic: 128-bit vectors, the x86-64/aarch64 baseline; avx2: AVX2 + FMA;
-// avx512: AVX-512 F/VL/BW/DQ), and exports an RnnKernels table. The best set the CPU supports
-// is used, capped by the environment variable FASTRNN_CPU_ISA (generic|avx2|avx512) or by
-// set_isa(), so that tests can run every path on one machine.
+// avx512: AVX-512 F/VL/BW/DQ; avx512bf16: the same and AVX-512 BF16, whose kernels also take a
+// first layer's bfloat16 input, see cpu/gemm_bf16.h), and exports an RnnKernels table. The best
+// set the CPU supports is used, capped by the environment variable FASTRNN_CPU_ISA
+// (generic|avx2|avx512|avx512bf16) or by set_isa(), so that tests can run every path on one
+// machine.
 #pragma once
 
 #include <cstdint>
@@ -14,10 +16,12 @@
 
 namespace fastrnn::cpu {
 
-enum class Isa : int { Generic = 0, Avx2 = 1, Avx512 = 2 };
+enum class Isa : int { Generic = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3 };
 
 struct RnnKernels {
   int64_t (*workspace_elems)(const RnnDesc&, Pass, DType);
+  // Whether forward accepts RnnForwardArgs::bf16_input for this configuration.
+  bool (*takes_bf16_input)(const RnnDesc&, DType);
   void (*forward)(const RnnDesc&, DType, const RnnForwardArgs&, int threads);
   void (*backward)(const RnnDesc&, DType, const RnnBackwardArgs&, int threads);
   // Measured multiply-add throughput of this ISA's vectors on `threads` threads, in GFLOP/s
@@ -33,6 +37,9 @@ namespace avx2 {
 extern const RnnKernels kRnnKernels;
 }
 namespace avx512 {
+extern const RnnKernels kRnnKernels;
+}
+namespace avx512bf16 {
 extern const RnnKernels kRnnKernels;
 }
 #endif

@@ -38,7 +38,15 @@ int64_t workspace_elems(const RnnDesc& desc, Pass pass, DType dtype) {
   return elems;
 }
 
+bool takes_bf16_input(const RnnDesc& desc, DType dtype) {
+  return dtype == DType::Float32 && with_cell(desc.cell, [&](auto cell) {
+           return Driver<float, decltype(cell)>::takes_bf16_input(desc);
+         });
+}
+
 void forward(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args, int threads) {
+  FASTRNN_CHECK(!args.bf16_input || takes_bf16_input(desc, dtype),
+                "bfloat16 input is not taken by these kernels for this call");
   with_dtype(dtype, [&](auto value) {
     with_cell(desc.cell, [&](auto cell) {
       Driver<decltype(value), decltype(cell)>(desc, threads).forward(args);
@@ -101,6 +109,7 @@ double fma_peak_gflops(DType dtype, int threads) {
 
 }  // namespace
 
-extern const RnnKernels kRnnKernels = {&workspace_elems, &forward, &backward, &fma_peak_gflops};
+extern const RnnKernels kRnnKernels = {&workspace_elems, &takes_bf16_input, &forward, &backward,
+                                       &fma_peak_gflops};
 
 }  // namespace fastrnn::cpu::FASTRNN_ISA

@@ -26,11 +26,15 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 // vec.h (through gemm.h) first: the cells name act::tanh etc. with qualified calls, which bind
 // to the overloads declared before the cells' templates are defined.
 #include "cpu/gemm.h"
+#if defined(__AVX512BF16__)
+#include "cpu/gemm_bf16.h"
+#endif
 #include "cells/gru.h"
 #include "cells/lstm.h"
 #include "cells/rnn.h"
@@ -95,6 +99,18 @@ class Driver {
         unit_blocks_(ceil_div(H_, W)),
         out_blocks_(ceil_div(O_, W)) {}
 
+  // Whether forward takes the first layer's input and W_ih in bfloat16 (RnnForwardArgs::
+  // bf16_input): with AVX-512 BF16, for float32, when the weights are packed (direct mode
+  // multiplies straight from them, and its handful of rows would not repay a second path).
+  static bool takes_bf16_input(const RnnDesc& desc) {
+#if defined(__AVX512BF16__)
+    return std::is_same_v<T, float> && !Driver(desc, 1).direct();
+#else
+    (void)desc;
+    return false;
+#endif
+  }
+
   static int64_t workspace_elems(const RnnDesc& desc, Pass pass) {
     Carve<T> count{nullptr};
     Driver(desc, 1).carve(count, pass);
@@ -114,7 +130,8 @@ class Driver {
     };
     for (int64_t l = 0; l < L_; ++l) {
       T* y_l = layer_output(l);
-      const T* x_l = l == 0 ? static_cast<const T*>(a.x)
+      // The first layer's bfloat16 input (bf16_input) is read by pack_and_project alone.
+      const T* x_l = l == 0 ? (a.bf16_input ? nullptr : static_cast<const T*>(a.x))
                             : layer_input(a, layer_output(l - 1), buf.masked, l);
       for_each_direction([&](int64_t d, int threads) {
         const SavedRows saved = reserve ? SavedRows{reserve + layout_.gates(N_, l, d),
@@ -392,25 +409,67 @@ class Driver {
     return StepChunk{s0, s1, t0, t1, first, desc_.offset_at(t1) - first};
   }
 
-  // Xg = X W_ih^T + b_ih for `count` rows and unit blocks [u0, u1) (all gates), from the packed
-  // input weights, into the first G*H columns of the given gate rows.
-  void project_inputs(const T* x_rows, int64_t in_l, int64_t count, int64_t u0, int64_t u1,
-                      const T* w_in, const T* b_ih, T* gate_rows) const {
+  // Xg = X W_ih^T + b_ih for `count` rows and unit blocks [u0, u1) (all gates), into the first
+  // G*H columns of the given gate rows. product(u, r0, rows, sink) multiplies rows [r0, r0 +
+  // rows) of X by unit block u of the packed input weights and hands the accumulators to sink.
+  template <class Product>
+  void project_inputs(int64_t count, int64_t u0, int64_t u1, const T* b_ih, T* gate_rows,
+                      Product&& product) const {
     constexpr int MR = tile_rows<G>();
     const int64_t SH = S * H_;
     for_each_tile<MR>(u0, u1, H_, count, [&](int64_t u, int64_t j0, int nj, int64_t r0, int rows) {
-      tile<G>(rows, in_l, MatA<T>{x_rows + r0 * in_l, in_l, 1}, w_in + u * in_l * G * W,
-              [&](V(&acc)[MR][G]) {
-                for (int r = 0; r < rows; ++r) {
-                  T* srow = gate_rows + (r0 + r) * SH;
-                  for (int g = 0; g < G; ++g) {
-                    V v = acc[r][g];
-                    if (b_ih) v += load(b_ih + g * H_ + j0, nj);
-                    store(v, srow + g * H_ + j0, nj);
-                  }
-                }
-              });
+      product(u, r0, rows, [&](V(&acc)[MR][G]) {
+        for (int r = 0; r < rows; ++r) {
+          T* srow = gate_rows + (r0 + r) * SH;
+          for (int g = 0; g < G; ++g) {
+            V v = acc[r][g];
+            if (b_ih) v += load(b_ih + g * H_ + j0, nj);
+            store(v, srow + g * H_ + j0, nj);
+          }
+        }
+      });
     });
+  }
+
+  // Packs unit blocks [u0, u1) of W_ih into `packed` (at s = 0, right before their first use),
+  // then projects `count` rows of the layer's input from `first` on for them (project_inputs).
+  // x_l and W_ih are bfloat16 in the first layer of a bf16_input call, else T.
+  void pack_and_project(const RnnForwardArgs& a, int64_t l, int64_t d, const T* x_l, int64_t s,
+                        int64_t first, int64_t count, int64_t u0, int64_t u1, T* packed,
+                        T* gate_rows) const {
+    const int64_t in_l = desc_.layer_input_size(l);
+    const LayerWeightPtrs w = layer_weight_ptrs(desc_, a.weights, l, d);
+    const T* b_ih = static_cast<const T*>(w.b_ih);
+#if defined(__AVX512BF16__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (l == 0 && a.bf16_input) {
+        const int64_t panel = ceil_div(in_l, 2) * G * W;
+        uint32_t* pairs = reinterpret_cast<uint32_t*>(packed);
+        if (s == 0) {
+          const Bf16Bits* w_ih = static_cast<const Bf16Bits*>(w.w_ih);
+          for (int64_t u = u0; u < u1; ++u) {
+            for (int g = 0; g < G; ++g) {
+              pack_bf16_pairs(w_ih + (g * H_ + u * W) * in_l, in_l, imin(W, H_ - u * W), in_l,
+                              G * W, pairs + u * panel + g * W);
+            }
+          }
+        }
+        const Bf16Bits* x = static_cast<const Bf16Bits*>(a.x) + first * in_l;
+        project_inputs(count, u0, u1, b_ih, gate_rows,
+                       [&](int64_t u, int64_t r0, int rows, auto&& sink) {
+                         tile_bf16<G>(rows, in_l, x + r0 * in_l, in_l, pairs + u * panel, sink);
+                       });
+        return;
+      }
+    }
+#endif
+    if (s == 0) pack_units(static_cast<const T*>(w.w_ih), in_l, u0, u1, packed);
+    const T* x = x_l + first * in_l;
+    project_inputs(count, u0, u1, b_ih, gate_rows,
+                   [&](int64_t u, int64_t r0, int rows, auto&& sink) {
+                     tile<G>(rows, in_l, MatA<T>{x + r0 * in_l, in_l, 1},
+                             packed + u * in_l * G * W, sink);
+                   });
   }
 
   void forward_layer_direction(const RnnForwardArgs& a, int64_t l, int64_t d, const T* x_l,
@@ -456,9 +515,8 @@ class Driver {
           if (saved.per_chunk) base = steps.first;
           // Unit blocks [b0, b1), their input weights packed at s = 0 right before first use.
           auto project = [&](int64_t b0, int64_t b1) {
-            if (s == 0) pack_units(w.w_ih, in_l, b0, b1, buf.w_in);
-            project_inputs(x_l + steps.first * in_l, in_l, steps.count, b0, b1, buf.w_in, w.b_ih,
-                           saved.gates + (steps.first - base) * SH);
+            pack_and_project(a, l, d, x_l, s, steps.first, steps.count, b0, b1, buf.w_in,
+                             saved.gates + (steps.first - base) * SH);
           };
           if (share_projection) {
             parallel(threads_here, [&](int p, int pn) {

@@ -233,22 +233,36 @@ def _scratch(like: Tensor, dtype: torch.dtype, elems: int):
 
 
 def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
-             proj_size, has_bias):
+             proj_size, has_bias, bf16_input_ok: bool = False):
     """What a native call needs: (native configuration, call context, sizes, compute dtype,
-    contiguous tensors in the compute dtype)."""
+    contiguous tensors in the compute dtype).
+
+    With ``bf16_input_ok`` (a forward), a bfloat16 input and the first layer's weight_ih stay
+    bfloat16 where the CPU kernels multiply them as such (AVX-512 BF16: exact products, float32
+    sums, the float32 kernels' result on the widened values at twice their rate); the context
+    then ends with the native forward's bf16_input flag."""
     _check_device(input)
     dtype = compute_dtype(input.dtype, "cuda" if input.is_cuda else "cpu", "fastrnn.rnn")
     sizes = _sizes(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers,
                    bidirectional, proj_size, has_bias)
     fields = _desc_fields(sizes, input.shape[-1], cell, num_layers, proj_size, has_bias,
                           batch_sizes)
-    tensors = (_contiguous(input, dtype), [_contiguous(w, dtype) for w in weights],
-               _contiguous(hx, dtype), _contiguous(cx, dtype),
-               [_contiguous(m, dtype) for m in dropout_masks])
     native, context = _native_call(input, fields, dtype)
     if native.rows != sizes[2]:  # the core trusts batch_sizes for every row
         raise RuntimeError(f"PackedSequence batch_sizes sum to {native.rows} rows but "
                            f"its data has {sizes[2]} rows")
+    input_dtype, weight_dtypes = dtype, [dtype] * len(weights)
+    if (bf16_input_ok and input.dtype == torch.bfloat16 and native.module is _C
+            and _C.rnn_takes_bf16_input(*native.head)):
+        input_dtype = torch.bfloat16
+        per_direction = len(weights) // (num_layers * sizes[5])
+        for d in range(sizes[5]):  # each direction's weight_ih_l0 leads its weights
+            weight_dtypes[d * per_direction] = torch.bfloat16
+        context = context + (True,)
+    tensors = (_contiguous(input, input_dtype),
+               [_contiguous(w, wd) for w, wd in zip(weights, weight_dtypes)],
+               _contiguous(hx, dtype), _contiguous(cx, dtype),
+               [_contiguous(m, dtype) for m in dropout_masks])
     return native, context, sizes, dtype, tensors
 
 
@@ -281,30 +295,32 @@ def _forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opt
     out_dtype = input.dtype
     native, context, (T, B, N, H, O, D), dtype, tensors = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
-        proj_size, has_bias)
+        proj_size, has_bias, bf16_input_ok=True)
     shapes = _result_shapes((T, B, N, H, O, D), batch_sizes is not None, cell, num_layers)
-    output, hy, cy, reserve = _run_forward(native, context, tensors, shapes, keep_reserve)
+    output, hy, cy, reserve = _run_forward(native, context, tensors, shapes, dtype, keep_reserve)
     if cy is None:  # the op returns a tensor in every position
         cy = output.new_empty(0)
     return _as(output, out_dtype), _as(hy, out_dtype), _as(cy, out_dtype), reserve
 
 
-def _run_forward(native: _Native, context, tensors, shapes, keep_reserve: bool):
+def _run_forward(native: _Native, context, tensors, shapes, dtype: torch.dtype,
+                 keep_reserve: bool):
     """Allocates a forward's results and runs the native forward on ``tensors`` (input, weights,
-    hx, cx, masks: contiguous, in the compute dtype). ``shapes``: those of output, hy and cy
-    (None unless LSTM), as tuples of ints. Returns (output, hy, cy, reserve) as _forward, except
-    that cy is None unless LSTM."""
+    hx, cx, masks: contiguous, as _prepare made them) in the compute ``dtype``. ``shapes``: those
+    of output, hy and cy (None unless LSTM), as tuples of ints. Returns (output, hy, cy, reserve)
+    as _forward, except that cy is None unless LSTM."""
     input, weights, hx, cx, masks = tensors
     output_shape, hy_shape, cy_shape = shapes
     # Shapes unpacked into plain ints: new_empty(tuple) costs half as much again.
-    output = input.new_empty(*output_shape)
-    hy = input.new_empty(*hy_shape)
-    cy = None if cy_shape is None else input.new_empty(*cy_shape)
+    output = input.new_empty(*output_shape, dtype=dtype)
+    hy = input.new_empty(*hy_shape, dtype=dtype)
+    cy = None if cy_shape is None else input.new_empty(*cy_shape, dtype=dtype)
     # The CUDA core has no inference pass: it writes a reserve, dropped here unless kept.
     writes_reserve = keep_reserve or input.is_cuda
-    reserve = input.new_empty(native.rows * native.reserve_per_row) if writes_reserve else None
+    reserve = (input.new_empty(native.rows * native.reserve_per_row, dtype=dtype)
+               if writes_reserve else None)
     # scratch owns the workspace's memory until this function returns
-    scratch, workspace = _scratch(input, input.dtype, native.workspace_elems(
+    scratch, workspace = _scratch(input, dtype, native.workspace_elems(
         _C.Pass.Forward if writes_reserve else _C.Pass.Inference))
     native.forward(context, _ptr(input), [w.data_ptr() for w in weights], _ptr(hx), _ptr(cx),
                    [m.data_ptr() for m in masks], _ptr(output), _ptr(hy), _ptr(cy),

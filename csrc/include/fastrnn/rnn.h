@@ -113,6 +113,9 @@ struct RnnForwardArgs {
   void* cy = nullptr;
   void* reserve = nullptr;
   void* workspace = nullptr;
+  // CPU, float32, where rnn_takes_bf16_input_cpu() says so: x and the first layer's w_ih (each
+  // direction's) are bfloat16, every other tensor float32.
+  bool bf16_input = false;
 };
 
 // Gradients: dy [N, D*O]; dhy/dcy may be null (zero). Outputs dx [N, I], dh0 [L*D, B, O],
@@ -140,6 +143,9 @@ void check_backward_args(const RnnDesc& desc, const RnnBackwardArgs& args, bool 
 // CPU entry points; `threads` workers (clamped to the machine) split every step's work.
 // Results are bitwise identical for any thread count.
 void rnn_forward_cpu(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args, int threads);
+// Whether the active CPU kernels take RnnForwardArgs::bf16_input for this configuration (AVX-512
+// BF16, float32, more than a handful of rows).
+bool rnn_takes_bf16_input_cpu(const RnnDesc& desc, DType dtype);
 void rnn_backward_cpu(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int threads);
 
 }  // namespace fastrnn
