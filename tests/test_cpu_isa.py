@@ -270,3 +270,21 @@ def test_bf16_input_flag_is_refused_where_the_kernels_do_not_take_it():
                                    workspace.data_ptr(), 1, bf16_input=True)
     finally:
         _C.set_cpu_isa(previous)
+
+
+def test_bf16_input_with_float32_weights_rounds_no_weight(monkeypatch):
+    """The op takes a bfloat16 input with float32 weights: the weights must not be rounded to
+    bfloat16 for the bf16 kernels; the call is the float32 one on the widened input, bit for
+    bit."""
+    flags = []
+    native_forward = _C.rnn_forward
+    monkeypatch.setattr(_C, "rnn_forward",
+                        lambda *args, **kw: flags.append(kw.get("bf16_input", False))
+                        or native_forward(*args, **kw))
+    weights = [w.detach() for w in nn.LSTM(6, 8, num_layers=2, bidirectional=True)._flat_weights]
+    x = torch.randn(20, 4, 6).bfloat16()
+    config = ("LSTM", 2, True, 0, True)
+    mixed = _ops.rnn(x, weights, None, None, None, [], *config)
+    widened = _ops.rnn(x.float(), weights, None, None, None, [], *config)
+    assert flags == [False, False]
+    assert torch.equal(mixed[3], widened[3])

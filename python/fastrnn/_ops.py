@@ -252,12 +252,14 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
         raise RuntimeError(f"PackedSequence batch_sizes sum to {native.rows} rows but "
                            f"its data has {sizes[2]} rows")
     input_dtype, weight_dtypes = dtype, [dtype] * len(weights)
+    # Each direction's weight_ih_l0 leads its weights in the flat list.
+    first_w_ih = range(0, len(weights) // num_layers, len(weights) // (num_layers * sizes[5]))
     if (bf16_input_ok and input.dtype == torch.bfloat16 and native.module is _C
+            and all(weights[i].dtype == torch.bfloat16 for i in first_w_ih)
             and _C.rnn_takes_bf16_input(*native.head)):
         input_dtype = torch.bfloat16
-        per_direction = len(weights) // (num_layers * sizes[5])
-        for d in range(sizes[5]):  # each direction's weight_ih_l0 leads its weights
-            weight_dtypes[d * per_direction] = torch.bfloat16
+        for i in first_w_ih:
+            weight_dtypes[i] = torch.bfloat16
         context = context + (True,)
     tensors = (_contiguous(input, input_dtype),
                [_contiguous(w, wd) for w, wd in zip(weights, weight_dtypes)],
