@@ -188,6 +188,21 @@ BF16_CASES = [
 ]
 
 
+@pytest.fixture
+def bf16_flags(monkeypatch):
+    """The bf16_input flag of each native CPU forward call from here on, in order (False where
+    the call passes none)."""
+    flags = []
+    native_forward = _C.rnn_forward
+
+    def spy(*args, **kw):  # the flag comes last, positional from _ops, by keyword from tests
+        flags.append(kw.get("bf16_input", args[13] if len(args) > 13 else False))
+        return native_forward(*args, **kw)
+
+    monkeypatch.setattr(_C, "rnn_forward", spy)
+    return flags
+
+
 @pytest.mark.skipif("avx512bf16" not in SUPPORTED, reason="needs AVX-512 BF16")
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("packed", [False, True])
@@ -195,7 +210,7 @@ BF16_CASES = [
                          ids=["T9B13", "T2B3-direct"])
 @pytest.mark.parametrize("case", BF16_CASES, ids=lambda c: f"{c[0]}-I{c[1]}")
 def test_bf16_input_projection_is_the_float32_projection(case, shape, taken, packed, threads,
-                                                         monkeypatch, assert_close):
+                                                         bf16_flags, assert_close):
     """The avx512bf16 kernels multiply a bfloat16 input by the first layer's bfloat16 W_ih with
     vdpbf16ps (exact products, float32 sums) instead of widening both first. Everything the
     forward keeps in float32 (the reserve: gates, cells, every layer's output) must equal what
@@ -219,14 +234,6 @@ def test_bf16_input_projection_is_the_float32_projection(case, shape, taken, pac
         seq = pack_padded_sequence(x, lengths, enforce_sorted=False)
         x, batch_sizes = seq.data, seq.batch_sizes
 
-    flags = []
-    native_forward = _C.rnn_forward
-
-    def spy(*args, **kw):  # the trailing bf16_input flag, when the call passes one
-        flags.append(kw.get("bf16_input", args[13] if len(args) > 13 else False))
-        return native_forward(*args, **kw)
-
-    monkeypatch.setattr(_C, "rnn_forward", spy)
     previous_isa, previous_threads = _C.cpu_isa(), torch.get_num_threads()
     results = {}
     try:
@@ -238,7 +245,7 @@ def test_bf16_input_projection_is_the_float32_projection(case, shape, taken, pac
     finally:
         _C.set_cpu_isa(previous_isa)
         torch.set_num_threads(previous_threads)
-    assert flags == [taken, False]
+    assert bf16_flags == [taken, False]
     bf16_path, widened = results["avx512bf16"], results["avx512"]
     assert bf16_path[3].dtype == torch.float32
     assert_close(bf16_path[3], widened[3])  # the reserve, float32 tolerance
@@ -272,19 +279,14 @@ def test_bf16_input_flag_is_refused_where_the_kernels_do_not_take_it():
         _C.set_cpu_isa(previous)
 
 
-def test_bf16_input_with_float32_weights_rounds_no_weight(monkeypatch):
+def test_bf16_input_with_float32_weights_rounds_no_weight(bf16_flags):
     """The op takes a bfloat16 input with float32 weights: the weights must not be rounded to
     bfloat16 for the bf16 kernels; the call is the float32 one on the widened input, bit for
     bit."""
-    flags = []
-    native_forward = _C.rnn_forward
-    monkeypatch.setattr(_C, "rnn_forward",
-                        lambda *args, **kw: flags.append(kw.get("bf16_input", False))
-                        or native_forward(*args, **kw))
     weights = [w.detach() for w in nn.LSTM(6, 8, num_layers=2, bidirectional=True)._flat_weights]
     x = torch.randn(20, 4, 6).bfloat16()
     config = ("LSTM", 2, True, 0, True)
     mixed = _ops.rnn(x, weights, None, None, None, [], *config)
     widened = _ops.rnn(x.float(), weights, None, None, None, [], *config)
-    assert flags == [False, False]
+    assert bf16_flags == [False, False]
     assert torch.equal(mixed[3], widened[3])
