@@ -252,13 +252,11 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
         raise RuntimeError(f"PackedSequence batch_sizes sum to {native.rows} rows but "
                            f"its data has {sizes[2]} rows")
     input_dtype, weight_dtypes = dtype, [dtype] * len(weights)
-    # Each direction's weight_ih_l0 leads its weights in the flat list.
-    first_w_ih = range(0, len(weights) // num_layers, len(weights) // (num_layers * sizes[5]))
-    if (bf16_input_ok and input.dtype == torch.bfloat16 and native.module is _C
-            and all(weights[i].dtype == torch.bfloat16 for i in first_w_ih)
-            and _C.rnn_takes_bf16_input(*native.head)):
+    bf16_weights = (_bf16_input_weights(weights, native, num_layers, sizes[5])
+                    if bf16_input_ok and input.dtype == torch.bfloat16 else None)
+    if bf16_weights is not None:
         input_dtype = torch.bfloat16
-        for i in first_w_ih:
+        for i in bf16_weights:
             weight_dtypes[i] = torch.bfloat16
         context = context + (True,)
     tensors = (_contiguous(input, input_dtype),
@@ -266,6 +264,20 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
                _contiguous(hx, dtype), _contiguous(cx, dtype),
                [_contiguous(m, dtype) for m in dropout_masks])
     return native, context, sizes, dtype, tensors
+
+
+def _bf16_input_weights(weights: List[Tensor], native: _Native, num_layers: int,
+                        directions: int) -> Optional[range]:
+    """For a bfloat16 input: the indices of each direction's weight_ih_l0 (which leads the
+    weights of its (layer 0, direction) in the flat list) when the CPU kernels take the input
+    and those weights as bfloat16 (all of them bf16 already: a float32 weight is not rounded),
+    else None."""
+    per_direction = len(weights) // (num_layers * directions)
+    first_w_ih = range(0, directions * per_direction, per_direction)
+    if (native.module is _C and all(weights[i].dtype == torch.bfloat16 for i in first_w_ih)
+            and _C.rnn_takes_bf16_input(*native.head)):
+        return first_w_ih
+    return None
 
 
 def _result_shapes(sizes, packed: bool, cell: str, num_layers: int):
