@@ -30,8 +30,27 @@ bool supported(Isa isa) {
   return false;
 }
 
+// Every ISA, narrowest first.
+constexpr Isa kIsas[] = {Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16};
+
+// The kernel table of a supported ISA.
+const RnnKernels& kernels_of(Isa isa) {
+  switch (isa) {
+#if defined(FASTRNN_X86_ISAS)
+    case Isa::Avx512Bf16:
+      return avx512bf16::kRnnKernels;
+    case Isa::Avx512:
+      return avx512::kRnnKernels;
+    case Isa::Avx2:
+      return avx2::kRnnKernels;
+#endif
+    default:
+      return generic::kRnnKernels;
+  }
+}
+
 bool parse(const std::string& name, Isa* out) {
-  for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16}) {
+  for (Isa isa : kIsas) {
     if (name == isa_name(isa)) {
       *out = isa;
       return true;
@@ -71,50 +90,31 @@ std::string isa_name(Isa isa) {
 }
 
 Isa best_supported_isa() {
-  for (Isa isa : {Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2}) {
-    if (supported(isa)) return isa;
+  Isa best = Isa::Generic;
+  for (Isa isa : kIsas) {
+    if (supported(isa)) best = isa;
   }
-  return Isa::Generic;
+  return best;
 }
 
 Isa active_isa() { return current().load(); }
 
 void set_isa(const std::string& name) {
   Isa isa;
-  FASTRNN_CHECK(parse(name, &isa), "unknown CPU ISA '" + name + "' (generic, avx2, avx512 or avx512bf16)");
+  FASTRNN_CHECK(parse(name, &isa),
+                "unknown CPU ISA '" + name + "' (generic, avx2, avx512 or avx512bf16)");
   FASTRNN_CHECK(supported(isa), "this CPU or build does not support the ISA '" + name + "'");
   current().store(isa);
 }
 
-const RnnKernels& rnn_kernels() {
-  switch (active_isa()) {
-#if defined(FASTRNN_X86_ISAS)
-    case Isa::Avx512Bf16:
-      return avx512bf16::kRnnKernels;
-    case Isa::Avx512:
-      return avx512::kRnnKernels;
-    case Isa::Avx2:
-      return avx2::kRnnKernels;
-#endif
-    default:
-      return generic::kRnnKernels;
-  }
-}
+const RnnKernels& rnn_kernels() { return kernels_of(active_isa()); }
 
 int64_t max_workspace_elems(const RnnDesc& desc, Pass pass, DType dtype) {
-  int64_t most = generic::kRnnKernels.workspace_elems(desc, pass, dtype);
-#if defined(FASTRNN_X86_ISAS)
+  int64_t most = 0;
   // Only the supported ones: each kernel table's code is compiled for its own ISA.
-  if (supported(Isa::Avx2)) {
-    most = std::max(most, avx2::kRnnKernels.workspace_elems(desc, pass, dtype));
+  for (Isa isa : kIsas) {
+    if (supported(isa)) most = std::max(most, kernels_of(isa).workspace_elems(desc, pass, dtype));
   }
-  if (supported(Isa::Avx512)) {
-    most = std::max(most, avx512::kRnnKernels.workspace_elems(desc, pass, dtype));
-  }
-  if (supported(Isa::Avx512Bf16)) {
-    most = std::max(most, avx512bf16::kRnnKernels.workspace_elems(desc, pass, dtype));
-  }
-#endif
   return most;
 }
 
