@@ -325,15 +325,25 @@ class Driver {
   static V load(const T* p, int n) { return load_n(p, n); }
   static void store(V v, T* p, int n) { store_n(v, p, n); }
 
-  // Packs W [G*H, K] (gate blocks of H rows) for unit blocks [u0, u1): block u is [K][G][W] with
-  // element (k, g, lane) = W[g*H + u*W + lane][k], zero past H.
-  void pack_units(const T* w, int64_t K, int64_t u0, int64_t u1, T* out) const {
+  // The walk that packs W [G*H, K] (gate blocks of H rows, row stride K) for unit blocks
+  // [u0, u1): block u takes `block` elements from out + u * block, gate g's lane group starting
+  // g * W into it; pack_group(rows, count, dst) packs that group's `count` rows of W (< W past H).
+  template <class Src, class Dst, class PackGroup>
+  void pack_unit_blocks(const Src* w, int64_t K, int64_t u0, int64_t u1, int64_t block, Dst* out,
+                        PackGroup&& pack_group) const {
     for (int64_t u = u0; u < u1; ++u) {
       for (int g = 0; g < G; ++g) {
-        pack_transposed(w + (g * H_ + u * W) * K, K, imin(W, H_ - u * W), K, G * W,
-                        out + u * K * G * W + g * W);
+        pack_group(w + (g * H_ + u * W) * K, imin(W, H_ - u * W), out + u * block + g * W);
       }
     }
+  }
+
+  // Packs W [G*H, K] for unit blocks [u0, u1): block u is [K][G][W] with element (k, g, lane) =
+  // W[g*H + u*W + lane][k], zero past H.
+  void pack_units(const T* w, int64_t K, int64_t u0, int64_t u1, T* out) const {
+    pack_unit_blocks(w, K, u0, u1, K * G * W, out, [&](const T* rows, int64_t count, T* dst) {
+      pack_transposed(rows, K, count, K, G * W, dst);
+    });
   }
 
   static void init_state(const void* init, int64_t offset, int64_t n, T* out) {
@@ -445,14 +455,11 @@ class Driver {
       if (l == 0 && a.bf16_input) {
         const int64_t panel = ceil_div(in_l, 2) * G * W;
         uint32_t* pairs = reinterpret_cast<uint32_t*>(packed);
-        if (s == 0) {
-          const Bf16Bits* w_ih = static_cast<const Bf16Bits*>(w.w_ih);
-          for (int64_t u = u0; u < u1; ++u) {
-            for (int g = 0; g < G; ++g) {
-              pack_bf16_pairs(w_ih + (g * H_ + u * W) * in_l, in_l, imin(W, H_ - u * W), in_l,
-                              G * W, pairs + u * panel + g * W);
-            }
-          }
+        if (s == 0) {  // block u is [ceil(K / 2)][G][W] pairs of k (gemm_bf16.h)
+          pack_unit_blocks(static_cast<const Bf16Bits*>(w.w_ih), in_l, u0, u1, panel, pairs,
+                           [&](const Bf16Bits* rows, int64_t count, uint32_t* dst) {
+                             pack_bf16_pairs(rows, in_l, count, in_l, G * W, dst);
+                           });
         }
         const Bf16Bits* x = static_cast<const Bf16Bits*>(a.x) + first * in_l;
         project_inputs(count, u0, u1, b_ih, gate_rows,
