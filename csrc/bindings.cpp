@@ -68,20 +68,26 @@ PYBIND11_MODULE(_C, m) {
          const std::vector<std::uintptr_t>& weights, std::uintptr_t h0, std::uintptr_t c0,
          const std::vector<std::uintptr_t>& masks, std::uintptr_t y, std::uintptr_t hy,
          std::uintptr_t cy, std::uintptr_t reserve, std::uintptr_t workspace, int threads,
-         bool bf16_input) {
+         bool bf16_input, bool bf16_weights) {
         RnnForwardArgs args = bindings::rnn_forward_args(x, weights, h0, c0, masks, y, hy, cy,
                                                          reserve, workspace);
         args.bf16_input = bf16_input;
+        args.bf16_weights = bf16_weights;
         rnn_forward_cpu(desc, dtype, args, threads);
       },
       py::arg("desc"), py::arg("dtype"), py::arg("x"), py::arg("weights"), py::arg("h0"),
       py::arg("c0"), py::arg("masks"), py::arg("y"), py::arg("hy"), py::arg("cy"),
       py::arg("reserve"), py::arg("workspace"), py::arg("threads"),
-      py::arg("bf16_input") = false, py::call_guard<py::gil_scoped_release>());
+      py::arg("bf16_input") = false, py::arg("bf16_weights") = false,
+      py::call_guard<py::gil_scoped_release>());
 
   m.def("rnn_takes_bf16_input", &rnn_takes_bf16_input_cpu, py::arg("desc"), py::arg("dtype"),
         "Whether the active CPU kernels take rnn_forward(bf16_input=True) for this call: x and "
         "the first layer's weight_ih in bfloat16, everything else float32");
+
+  m.def("rnn_takes_bf16_weights", &rnn_takes_bf16_weights_cpu, py::arg("desc"), py::arg("dtype"),
+        "Whether the active CPU kernels take rnn_forward(bf16_weights=True) for this call: every "
+        "weight_ih, weight_hh and weight_hr in bfloat16, the biases and everything else float32");
 
   m.def(
       "rnn_backward",

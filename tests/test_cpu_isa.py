@@ -190,13 +190,14 @@ BF16_CASES = [
 
 @pytest.fixture
 def bf16_flags(monkeypatch):
-    """The bf16_input flag of each native CPU forward call from here on, in order (False where
-    the call passes none)."""
+    """The (bf16_input, bf16_weights) flags of each native CPU forward call from here on, in
+    order (False where the call passes none)."""
     flags = []
     native_forward = _C.rnn_forward
 
-    def spy(*args, **kw):  # the flag comes last, positional from _ops, by keyword from tests
-        flags.append(kw.get("bf16_input", args[13] if len(args) > 13 else False))
+    def spy(*args, **kw):  # the flags come last, positional from _ops, by keyword from tests
+        flags.append(tuple(kw.get(name, args[i] if len(args) > i else False)
+                           for i, name in ((13, "bf16_input"), (14, "bf16_weights"))))
         return native_forward(*args, **kw)
 
     monkeypatch.setattr(_C, "rnn_forward", spy)
@@ -206,16 +207,16 @@ def bf16_flags(monkeypatch):
 @pytest.mark.skipif("avx512bf16" not in SUPPORTED, reason="needs AVX-512 BF16")
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("shape,taken", [((9, 13), True), ((2, 3), False)],
+@pytest.mark.parametrize("shape,flags", [((9, 13), (True, False)), ((2, 3), (False, True))],
                          ids=["T9B13", "T2B3-direct"])
 @pytest.mark.parametrize("case", BF16_CASES, ids=lambda c: f"{c[0]}-I{c[1]}")
-def test_bf16_input_projection_is_the_float32_projection(case, shape, taken, packed, threads,
+def test_bf16_input_projection_is_the_float32_projection(case, shape, flags, packed, threads,
                                                          bf16_flags, assert_close):
     """The avx512bf16 kernels multiply a bfloat16 input by the first layer's bfloat16 W_ih with
     vdpbf16ps (exact products, float32 sums) instead of widening both first. Everything the
     forward keeps in float32 (the reserve: gates, cells, every layer's output) must equal what
     the avx512 kernels compute from the widened values, up to the order of the sums; a handful
-    of rows (direct mode) is widened as before."""
+    of rows (direct mode) takes the bf16 weights on every ISA instead (see below)."""
     cell, input_size, kwargs = case
     T, B = shape
     hidden, layers = kwargs["hidden_size"], kwargs.get("num_layers", 1)
@@ -245,7 +246,7 @@ def test_bf16_input_projection_is_the_float32_projection(case, shape, taken, pac
     finally:
         _C.set_cpu_isa(previous_isa)
         torch.set_num_threads(previous_threads)
-    assert bf16_flags == [taken, False]
+    assert bf16_flags == [flags, (False, flags[1])]
     bf16_path, widened = results["avx512bf16"], results["avx512"]
     assert bf16_path[3].dtype == torch.float32
     assert_close(bf16_path[3], widened[3])  # the reserve, float32 tolerance
@@ -288,5 +289,88 @@ def test_bf16_input_with_float32_weights_rounds_no_weight(bf16_flags):
     config = ("LSTM", 2, True, 0, True)
     mixed = _ops.rnn(x, weights, None, None, None, [], *config)
     widened = _ops.rnn(x.float(), weights, None, None, None, [], *config)
-    assert bf16_flags == [False, False]
+    assert bf16_flags == [(False, False), (False, False)]
     assert torch.equal(mixed[3], widened[3])
+
+
+BF16_WEIGHT_CASES = [
+    ("LSTM", 5, dict(hidden_size=24, num_layers=2, bidirectional=True)),
+    ("LSTM", 17, dict(hidden_size=40, proj_size=9)),
+    ("GRU", 3, dict(hidden_size=19)),
+    ("RNN_TANH", 33, dict(hidden_size=16, num_layers=2)),
+    ("RNN_RELU", 8, dict(hidden_size=35, bidirectional=True)),
+]
+
+
+def _stack(case, bf16: bool):
+    """(flat weights, config) of a random stack for a BF16_WEIGHT_CASES entry."""
+    cell, input_size, kwargs = case
+    cls = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(cell, nn.RNN)
+    extra = dict(nonlinearity="relu") if cell == "RNN_RELU" else {}
+    weights = [w.detach() for w in cls(input_size, **kwargs, **extra)._flat_weights]
+    if bf16:
+        weights = [w.bfloat16() for w in weights]
+    return weights, (cell, kwargs.get("num_layers", 1), kwargs.get("bidirectional", False),
+                     kwargs.get("proj_size", 0), True)
+
+
+@pytest.mark.parametrize("input_dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (8, 1), (1, 8)], ids=lambda s: f"T{s[0]}B{s[1]}")
+@pytest.mark.parametrize("case", BF16_WEIGHT_CASES, ids=lambda c: f"{c[0]}-I{c[1]}")
+def test_bf16_weights_step_is_the_widened_step(isa, case, shape, input_dtype, bf16_flags,
+                                               monkeypatch):
+    """A handful of rows (direct mode: a streamed step) reads a bfloat16 stack's weight
+    matrices as they are, each widened exactly as it is loaded, instead of a float32 copy made
+    per call: the same bits as the widened call, outputs, states, reserve and (through
+    autograd, which widens the saved weights for backward) every gradient."""
+    weights, config = _stack(case, bf16=True)
+    cell, layers, bidirectional, proj, _ = config
+    T, B = shape
+    states = layers * (2 if bidirectional else 1)
+    x = torch.randn(T, B, case[1]).to(input_dtype)
+    hx = torch.randn(states, B, proj or case[2]["hidden_size"]).to(input_dtype)
+    cx = torch.randn(states, B, case[2]["hidden_size"]).to(input_dtype) if cell == "LSTM" else None
+
+    def run():
+        leaves = [t.clone().requires_grad_() for t in [x, hx] + weights]
+        out = _ops.rnn(leaves[0], leaves[2:], leaves[1], cx, None, [], *config)
+        (out[0].float().sum() + out[1].float().pow(2).sum()).backward()
+        return [t.detach() for t in out] + [t.grad for t in leaves]
+
+    taken = run()
+    monkeypatch.setattr(_C, "rnn_takes_bf16_weights", lambda desc, dtype: False)
+    widened = run()
+    assert bf16_flags == [(False, True), (False, False)]
+    for got, want in zip(taken, widened):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def test_bf16_weights_are_kept_only_when_every_matrix_is_bf16_and_the_rows_are_few(bf16_flags):
+    """More rows than direct mode's handful (packed weights), or a weight matrix that is not
+    bfloat16, and every weight is widened as before (a float32 matrix is never rounded)."""
+    weights, config = _stack(BF16_WEIGHT_CASES[0], bf16=True)
+    _ops.rnn(torch.randn(9, 1, 5), weights, None, None, None, [], *config)
+    weights[1] = weights[1].float()
+    _ops.rnn(torch.randn(1, 1, 5), weights, None, None, None, [], *config)
+    assert [f[1] for f in bf16_flags] == [False, False]
+
+
+def test_bf16_weights_flag_is_refused_where_the_kernels_do_not_take_it(isa):
+    """The native forward checks the flag: float64 problems and packed weights (more than a
+    handful of rows) read weights as their own dtype, so the flag is a ValueError there."""
+    x = torch.randn(20, 4)
+    weights = [torch.randn(32, 4).bfloat16(), torch.randn(32, 8).bfloat16()]
+    out, hy, cy = torch.empty(20, 8), torch.empty(1, 1, 8), torch.empty(1, 1, 8)
+    for rows in (1, 20):
+        desc = _C.RnnDesc(cell=_C.CellKind.LSTM, num_layers=1, num_directions=1, input_size=4,
+                          hidden_size=8, proj_size=0, has_bias=False, seq_len=rows, batch=1)
+        workspace = torch.empty(desc.workspace_elems(_C.Pass.Inference, _C.DType.float64))
+        for dtype in (_C.DType.float32, _C.DType.float64):
+            taken = _C.rnn_takes_bf16_weights(desc, dtype)
+            assert taken == (rows == 1 and dtype == _C.DType.float32)
+            if taken:
+                continue
+            with pytest.raises(ValueError, match="bfloat16 weights are not taken"):
+                _C.rnn_forward(desc, dtype, x.data_ptr(), [w.data_ptr() for w in weights], 0, 0,
+                               [], out.data_ptr(), hy.data_ptr(), cy.data_ptr(), 0,
+                               workspace.data_ptr(), 1, bf16_weights=True)

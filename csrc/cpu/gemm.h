@@ -52,6 +52,13 @@ template <class T>
 inline VecOf<T> load_n(const T* p, int n) {
   return n == VecOf<T>::kWidth ? VecOf<T>::load(p) : VecOf<T>::load_partial(p, n);
 }
+// The same for weights stored as bfloat16 (RnnForwardArgs::bf16_weights), widened exactly.
+inline VecOf<float> load_n(const Bf16Bits* p, int n) {
+  if (n == kFloatLanes) return load_bf16(p);
+  Bf16Bits lanes[kFloatLanes] = {};
+  for (int i = 0; i < n; ++i) lanes[i] = p[i];
+  return load_bf16(lanes);
+}
 template <class T>
 inline void store_n(VecOf<T> v, T* p, int n) {
   if (n == VecOf<T>::kWidth) {
@@ -213,20 +220,21 @@ inline void fold_all(V* v) {
   if constexpr (S > 1) fold_all<S / 2>(v);
 }
 
-// acc[i] += a[0:K] * b[i][0:K] lane-wise for i < R rows of b (row stride ldb).
-template <int R, class T>
-inline void accumulate_dots(const T* a, const T* b, int64_t ldb, int64_t K, VecOf<T>* acc) {
+// acc[i] += a[0:K] * b[i][0:K] lane-wise for i < R rows of b (row stride ldb). b holds T, or
+// bfloat16 weights for T = float (widened as loaded).
+template <int R, class T, class B>
+inline void accumulate_dots(const T* a, const B* b, int64_t ldb, int64_t K, VecOf<T>* acc) {
   using V = VecOf<T>;
   constexpr int W = V::kWidth;
   int64_t k = 0;
   for (; k + W <= K; k += W) {
     const V av = V::load(a + k);
-    for (int i = 0; i < R; ++i) acc[i] += av * V::load(b + i * ldb + k);
+    for (int i = 0; i < R; ++i) acc[i] += av * load_n(b + i * ldb + k, W);
   }
   if (k < K) {
     const int tail = static_cast<int>(K - k);
     const V av = V::load_partial(a + k, tail);
-    for (int i = 0; i < R; ++i) acc[i] += av * V::load_partial(b + i * ldb + k, tail);
+    for (int i = 0; i < R; ++i) acc[i] += av * load_n(b + i * ldb + k, tail);
   }
 }
 
@@ -236,8 +244,8 @@ inline void accumulate_dots(const T* a, const T* b, int64_t ldb, int64_t K, VecO
 // sums are then formed all at once by a transpose-reduction (W - 1 shuffle pairs and adds, in a
 // fixed order), not as W sums of W scalars, whose chains of dependent adds dominated a step
 // whose weights sit in L2.
-template <class T>
-inline VecOf<T> dot_lanes(const T* a, const T* b, int64_t ldb, int64_t K, int n) {
+template <class T, class B>
+inline VecOf<T> dot_lanes(const T* a, const B* b, int64_t ldb, int64_t K, int n) {
   using V = VecOf<T>;
   constexpr int W = V::kWidth;
   V acc[W];
@@ -273,10 +281,10 @@ inline VecOf<T> initial(const T* c, const T* bias, bool accumulate, int64_t j0, 
   return bias ? load_n(bias + j0, cols) : VecOf<T>(T(0));
 }
 
-// op(B) = B^T (B stored [N,K]), A row-major: dot products of rows; column blocks of W split
-// over the threads.
-template <class T>
-void gemm_direct_dots(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+// op(B) = B^T (B stored [N,K]: T, or bfloat16 weights for T = float), A row-major: dot
+// products of rows; column blocks of W split over the threads.
+template <class T, class BT>
+void gemm_direct_dots(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const BT* B,
                       int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* bias,
                       int threads) {
   constexpr int W = VecOf<T>::kWidth;
@@ -361,9 +369,10 @@ void gemm_direct_combine(int64_t M, int64_t N, int64_t K, MatA<T> a, const T* B,
 }
 
 // The micro-kernel's unpacked counterpart for a few rows: acc[r][g] lane c = dot(A row r,
-// w row (g * gate_rows + j0 + c)) for c < nj (0 beyond), with w [*, K] row-major.
-template <int G, class T, class Epilogue>
-inline void direct_tile(int rows, int64_t K, const T* a, int64_t lda, const T* w,
+// w row (g * gate_rows + j0 + c)) for c < nj (0 beyond), with w [*, K] row-major (T, or
+// bfloat16 weights for T = float).
+template <int G, class T, class WT, class Epilogue>
+inline void direct_tile(int rows, int64_t K, const T* a, int64_t lda, const WT* w,
                         int64_t gate_rows, int64_t j0, int nj, Epilogue&& epilogue) {
   using V = VecOf<T>;
   V acc[tile_rows<G>()][G];

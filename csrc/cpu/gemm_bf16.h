@@ -22,9 +22,6 @@
 
 namespace fastrnn::cpu::FASTRNN_ISA {
 
-// The bits of a bfloat16 value (torch.bfloat16's storage): the high half of a float32.
-using Bf16Bits = uint16_t;
-
 constexpr int kBf16Lanes = VecOf<float>::kWidth;
 
 // Packs rows [0, rows) of src [.., K] (row stride ld) as one lane group of a pair-packed panel:

@@ -111,6 +111,14 @@ class Driver {
 #endif
   }
 
+  // Whether forward takes every weight matrix in bfloat16 (RnnForwardArgs::bf16_weights): for
+  // float32 in direct mode, whose products read the weights straight from the caller's tensors
+  // (widening each as it is loaded, exactly), so that a streamed bf16 step reads half the bytes
+  // and nothing converts the weights per call.
+  static bool takes_bf16_weights(const RnnDesc& desc) {
+    return std::is_same_v<T, float> && Driver(desc, 1).direct();
+  }
+
   static int64_t workspace_elems(const RnnDesc& desc, Pass pass) {
     Carve<T> count{nullptr};
     Driver(desc, 1).carve(count, pass);
@@ -314,6 +322,16 @@ class Driver {
     return LayerWeights<T>(layer_weight_ptrs(desc_, flat, l, d));
   }
 
+  // f(w) with the weight matrix w typed as stored: T, or bfloat16 in a bf16_weights forward
+  // (direct mode only: its products are the ones that take either type).
+  template <class F>
+  static void with_weight(const RnnForwardArgs& a, const void* w, F&& f) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (a.bf16_weights) return f(static_cast<const Bf16Bits*>(w));
+    }
+    f(static_cast<const T*>(w));
+  }
+
   // Input of layer l > 0: the previous layer's output `prev`, with its dropout mask applied.
   const T* layer_input(const RnnForwardArgs& a, const T* prev, T* masked, int64_t l) const {
     if (a.masks.empty()) return prev;
@@ -482,7 +500,8 @@ class Driver {
   void forward_layer_direction(const RnnForwardArgs& a, int64_t l, int64_t d, const T* x_l,
                                T* y_l, const SavedRows& saved, const DirectionBuffers& buf,
                                int threads_here) const {
-    const LayerWeights<T> w = layer_weights(a.weights, l, d);
+    const LayerWeightPtrs stored = layer_weight_ptrs(desc_, a.weights, l, d);
+    const LayerWeights<T> w(stored);  // its matrices are bfloat16 in a bf16_weights call
     const int64_t in_l = desc_.layer_input_size(l), SH = S * H_, ldy = D_ * O_;
     const int64_t state = l * D_ + d;
     T* c_run = Cell::kHasCell ? static_cast<T*>(a.cy) + state * B_ * H_ : nullptr;
@@ -491,9 +510,11 @@ class Driver {
 
     const bool reverse = d == 1;
     const bool direct = this->direct();
-    if (direct) {  // every row's projection at once (gemm's few-row path)
-      gemm(Trans::No, Trans::Yes, N_, GH_, in_l, x_l, in_l, w.w_ih, in_l, false, saved.gates, SH,
-           static_cast<T*>(nullptr), threads_here, w.b_ih);
+    if (direct) {  // every row's projection at once (gemm's few-row path, as gemm would)
+      with_weight(a, stored.w_ih, [&](auto w_ih) {
+        gemm_direct_dots(N_, GH_, in_l, x_l, in_l, w_ih, in_l, false, saved.gates, SH, w.b_ih,
+                         threads_here);
+      });
     }
     const int64_t chunk = chunk_steps();
     const int threads = recurrence_threads(direct, threads_here);
@@ -536,7 +557,9 @@ class Driver {
         barrier.wait();  // h_{t-1} complete (and, at s = 0, the packed weights)
         auto product = [&](int64_t u, int64_t j0, int nj, int64_t r0, int rows, auto&& sink) {
           if (direct) {
-            direct_tile<G>(rows, O_, cur + r0 * O_, O_, w.w_hh, H_, j0, nj, sink);
+            with_weight(a, stored.w_hh, [&](auto w_hh) {
+              direct_tile<G>(rows, O_, cur + r0 * O_, O_, w_hh, H_, j0, nj, sink);
+            });
           } else {
             tile<G>(rows, O_, MatA<T>{cur + r0 * O_, O_, 1}, buf.w_rec + u * O_ * G * W, sink);
           }
@@ -574,8 +597,10 @@ class Driver {
         if (P_ == 0) carry(cur, next, bs, u0, u1);
         if (P_ > 0) {
           barrier.wait();  // h_t of every unit is in hh
-          project_step(saved.hh + (off - base) * H_, bs, q0, q1, direct ? nullptr : buf.w_proj,
-                       w.w_hr, y_l + off * ldy + d * O_, ldy, cur, next);
+          with_weight(a, stored.w_hr, [&](auto w_hr) {
+            project_step(saved.hh + (off - base) * H_, bs, q0, q1, direct ? nullptr : buf.w_proj,
+                         w_hr, y_l + off * ldy + d * O_, ldy, cur, next);
+          });
         }
       }
     });
@@ -584,9 +609,11 @@ class Driver {
   }
 
   // r_t = hh_t W_hr^T for output blocks [q0, q1): into the layer output and the next state.
-  // From the packed w_proj, or straight from w_hr when w_proj is null (direct mode).
+  // From the packed w_proj, or straight from w_hr (T or bfloat16) when w_proj is null (direct
+  // mode).
+  template <class WT>
   void project_step(const T* hh_rows, int64_t bs, int64_t q0, int64_t q1, const T* w_proj,
-                    const T* w_hr, T* y_rows, int64_t ldy, const T* cur, T* next) const {
+                    const WT* w_hr, T* y_rows, int64_t ldy, const T* cur, T* next) const {
     constexpr int MR = tile_rows<1>();
     for_each_tile<MR>(q0, q1, O_, bs, [&](int64_t q, int64_t p0, int np, int64_t r0, int rows) {
       auto out_epilogue = [&](V(&acc)[MR][1]) {

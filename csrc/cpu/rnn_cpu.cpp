@@ -34,6 +34,10 @@ bool rnn_takes_bf16_input_cpu(const RnnDesc& desc, DType dtype) {
   return cpu::rnn_kernels().takes_bf16_input(desc, dtype);
 }
 
+bool rnn_takes_bf16_weights_cpu(const RnnDesc& desc, DType dtype) {
+  return cpu::rnn_kernels().takes_bf16_weights(desc, dtype);
+}
+
 void rnn_backward_cpu(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int threads) {
   const int64_t workspace = cpu::rnn_kernels().workspace_elems(desc, Pass::Backward, dtype);
   check_backward_args(desc, args, workspace > 0, /*optional_dx=*/true);

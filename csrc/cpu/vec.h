@@ -68,6 +68,9 @@ using VecD = Vec<double, kDoubleLanes>;
 template <class T>
 using VecOf = Vec<T, FASTRNN_VEC_BYTES / static_cast<int>(sizeof(T))>;
 
+// The bits of a bfloat16 value (torch.bfloat16's storage): the high half of a float32.
+using Bf16Bits = uint16_t;
+
 namespace detail {
 
 typedef int32_t IntLanes __attribute__((vector_size(FASTRNN_VEC_BYTES)));
@@ -122,6 +125,15 @@ inline VecF exp(VecF x) {
 }
 
 }  // namespace detail
+
+// kFloatLanes bfloat16 values widened to float lanes: each one's bits shifted into the high half
+// of a float, which is that value exactly.
+inline VecF load_bf16(const Bf16Bits* p) {
+  typedef Bf16Bits Halves __attribute__((vector_size(FASTRNN_VEC_BYTES / 2)));
+  Halves h;
+  std::memcpy(&h, p, sizeof h);
+  return VecF::from(detail::as_float(__builtin_convertvector(h, detail::IntLanes) << 16));
+}
 
 }  // namespace fastrnn::cpu::FASTRNN_ISA
 

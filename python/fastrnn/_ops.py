@@ -233,14 +233,12 @@ def _scratch(like: Tensor, dtype: torch.dtype, elems: int):
 
 
 def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
-             proj_size, has_bias, bf16_input_ok: bool = False):
+             proj_size, has_bias, bf16_ok: bool = False):
     """What a native call needs: (native configuration, call context, sizes, compute dtype,
     contiguous tensors in the compute dtype).
 
-    With ``bf16_input_ok`` (a forward), a bfloat16 input and the first layer's weight_ih stay
-    bfloat16 where the CPU kernels multiply them as such (AVX-512 BF16: exact products, float32
-    sums, the float32 kernels' result on the widened values at twice their rate); the context
-    then ends with the native forward's bf16_input flag."""
+    With ``bf16_ok`` (a forward), bfloat16 tensors stay bfloat16 where the CPU kernels read them
+    as such (_bf16_kept); the context then ends with the native forward's two flags."""
     _check_device(input)
     dtype = compute_dtype(input.dtype, "cuda" if input.is_cuda else "cpu", "fastrnn.rnn")
     sizes = _sizes(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers,
@@ -252,13 +250,15 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
         raise RuntimeError(f"PackedSequence batch_sizes sum to {native.rows} rows but "
                            f"its data has {sizes[2]} rows")
     input_dtype, weight_dtypes = dtype, [dtype] * len(weights)
-    bf16_weights = (_bf16_input_weights(weights, native, num_layers, sizes[5])
-                    if bf16_input_ok and input.dtype == torch.bfloat16 else None)
-    if bf16_weights is not None:
-        input_dtype = torch.bfloat16
-        for i in bf16_weights:
+    kept = (_bf16_kept(input, weights, native, num_layers, sizes[5])
+            if bf16_ok and torch.bfloat16 in (input.dtype, weights[0].dtype) else None)
+    if kept is not None:
+        bf16_input, bf16_weights, indices = kept
+        if bf16_input:
+            input_dtype = torch.bfloat16
+        for i in indices:
             weight_dtypes[i] = torch.bfloat16
-        context = context + (True,)
+        context = context + (bf16_input, bf16_weights)
     tensors = (_contiguous(input, input_dtype),
                [_contiguous(w, wd) for w, wd in zip(weights, weight_dtypes)],
                _contiguous(hx, dtype), _contiguous(cx, dtype),
@@ -266,17 +266,32 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
     return native, context, sizes, dtype, tensors
 
 
-def _bf16_input_weights(weights: List[Tensor], native: _Native, num_layers: int,
-                        directions: int) -> Optional[range]:
-    """For a bfloat16 input: the indices of each direction's weight_ih_l0 (which leads the
-    weights of its (layer 0, direction) in the flat list) when the CPU kernels take the input
-    and those weights as bfloat16 (all of them bf16 already: a float32 weight is not rounded),
-    else None."""
-    per_direction = len(weights) // (num_layers * directions)
-    first_w_ih = range(0, directions * per_direction, per_direction)
-    if (native.module is _C and all(weights[i].dtype == torch.bfloat16 for i in first_w_ih)
-            and _C.rnn_takes_bf16_input(*native.head)):
-        return first_w_ih
+def _bf16_kept(input: Tensor, weights: List[Tensor], native: _Native, num_layers: int,
+               directions: int):
+    """What of a forward's bfloat16 tensors the CPU kernels read as bfloat16, as (bf16_input,
+    bf16_weights, indices of the weights kept), or None for nothing (everything is widened).
+    Only tensors that are bfloat16 already are kept: a float32 weight is never rounded.
+
+    - bf16_input: the input and each direction's weight_ih_l0 (which leads the weights of its
+      (layer 0, direction) in the flat list), multiplied with AVX-512 BF16 when the weights are
+      packed (exact products, float32 sums: the float32 kernels' result on the widened values
+      at twice their rate).
+    - bf16_weights: every weight matrix (the biases are widened), read straight from these
+      tensors by the direct products of a handful of rows (a streamed step), which widen each
+      weight as they load it: the widened call's bits, without converting the weights per
+      call."""
+    if native.module is not _C:
+        return None
+    if input.dtype == torch.bfloat16:
+        per_direction = len(weights) // (num_layers * directions)
+        first_w_ih = range(0, directions * per_direction, per_direction)
+        if (all(weights[i].dtype == torch.bfloat16 for i in first_w_ih)
+                and _C.rnn_takes_bf16_input(*native.head)):
+            return True, False, first_w_ih
+    matrices = [i for i, w in enumerate(weights) if w.dim() == 2]
+    if (all(weights[i].dtype == torch.bfloat16 for i in matrices)
+            and _C.rnn_takes_bf16_weights(*native.head)):
+        return False, True, matrices
     return None
 
 
@@ -309,7 +324,7 @@ def _forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opt
     out_dtype = input.dtype
     native, context, (T, B, N, H, O, D), dtype, tensors = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
-        proj_size, has_bias, bf16_input_ok=True)
+        proj_size, has_bias, bf16_ok=True)
     shapes = _result_shapes((T, B, N, H, O, D), batch_sizes is not None, cell, num_layers)
     output, hy, cy, reserve = _run_forward(native, context, tensors, shapes, dtype, keep_reserve)
     if cy is None:  # the op returns a tensor in every position

@@ -116,6 +116,9 @@ struct RnnForwardArgs {
   // CPU, float32, where rnn_takes_bf16_input_cpu() says so: x and the first layer's w_ih (each
   // direction's) are bfloat16, every other tensor float32.
   bool bf16_input = false;
+  // CPU, float32, where rnn_takes_bf16_weights_cpu() says so (a handful of rows: a streamed
+  // step): every w_ih, w_hh and w_hr is bfloat16, the biases and every other tensor float32.
+  bool bf16_weights = false;
 };
 
 // Gradients: dy [N, D*O]; dhy/dcy may be null (zero). Outputs dx [N, I], dh0 [L*D, B, O],
@@ -146,6 +149,8 @@ void rnn_forward_cpu(const RnnDesc& desc, DType dtype, const RnnForwardArgs& arg
 // Whether the active CPU kernels take RnnForwardArgs::bf16_input for this configuration (AVX-512
 // BF16, float32, more than a handful of rows).
 bool rnn_takes_bf16_input_cpu(const RnnDesc& desc, DType dtype);
+// Whether they take RnnForwardArgs::bf16_weights (float32, at most a handful of rows).
+bool rnn_takes_bf16_weights_cpu(const RnnDesc& desc, DType dtype);
 void rnn_backward_cpu(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int threads);
 
 }  // namespace fastrnn
