@@ -29,6 +29,10 @@ PYBIND11_MODULE(_C, m) {
       .value("Inference", Pass::Inference)
       .value("Backward", Pass::Backward);
   py::enum_<DType>(m, "DType").value("float32", DType::Float32).value("float64", DType::Float64);
+  py::enum_<HalfWeights>(m, "HalfWeights")
+      .value("none", HalfWeights::None)
+      .value("bfloat16", HalfWeights::Bfloat16)
+      .value("float16", HalfWeights::Float16);
   bind_ctc(m);
 
   py::class_<RnnDesc>(m, "RnnDesc")
@@ -68,26 +72,27 @@ PYBIND11_MODULE(_C, m) {
          const std::vector<std::uintptr_t>& weights, std::uintptr_t h0, std::uintptr_t c0,
          const std::vector<std::uintptr_t>& masks, std::uintptr_t y, std::uintptr_t hy,
          std::uintptr_t cy, std::uintptr_t reserve, std::uintptr_t workspace, int threads,
-         bool bf16_input, bool bf16_weights) {
+         bool bf16_input, HalfWeights half_weights) {
         RnnForwardArgs args = bindings::rnn_forward_args(x, weights, h0, c0, masks, y, hy, cy,
                                                          reserve, workspace);
         args.bf16_input = bf16_input;
-        args.bf16_weights = bf16_weights;
+        args.half_weights = half_weights;
         rnn_forward_cpu(desc, dtype, args, threads);
       },
       py::arg("desc"), py::arg("dtype"), py::arg("x"), py::arg("weights"), py::arg("h0"),
       py::arg("c0"), py::arg("masks"), py::arg("y"), py::arg("hy"), py::arg("cy"),
       py::arg("reserve"), py::arg("workspace"), py::arg("threads"),
-      py::arg("bf16_input") = false, py::arg("bf16_weights") = false,
+      py::arg("bf16_input") = false, py::arg("half_weights") = HalfWeights::None,
       py::call_guard<py::gil_scoped_release>());
 
   m.def("rnn_takes_bf16_input", &rnn_takes_bf16_input_cpu, py::arg("desc"), py::arg("dtype"),
         "Whether the active CPU kernels take rnn_forward(bf16_input=True) for this call: x and "
         "the first layer's weight_ih in bfloat16, everything else float32");
 
-  m.def("rnn_takes_bf16_weights", &rnn_takes_bf16_weights_cpu, py::arg("desc"), py::arg("dtype"),
-        "Whether the active CPU kernels take rnn_forward(bf16_weights=True) for this call: every "
-        "weight_ih, weight_hh and weight_hr in bfloat16, the biases and everything else float32");
+  m.def("rnn_takes_half_weights", &rnn_takes_half_weights_cpu, py::arg("desc"), py::arg("dtype"),
+        "Whether the active CPU kernels take rnn_forward(half_weights=...) for this call: every "
+        "weight_ih, weight_hh and weight_hr in bfloat16 or float16, the biases and everything "
+        "else float32");
 
   m.def(
       "rnn_backward",

@@ -15,6 +15,7 @@ from fastrnn import _C, _ops
 from pairs import make_pair
 
 ALL_ISAS = ["generic", "avx2", "avx512", "avx512bf16"]
+NO_HALF = _C.HalfWeights.none
 _RANK = {name: i for i, name in enumerate(ALL_ISAS)}
 SUPPORTED = [isa for isa in ALL_ISAS if _RANK[isa] <= _RANK[_C.best_cpu_isa()]]
 
@@ -190,14 +191,15 @@ BF16_CASES = [
 
 @pytest.fixture
 def bf16_flags(monkeypatch):
-    """The (bf16_input, bf16_weights) flags of each native CPU forward call from here on, in
-    order (False where the call passes none)."""
+    """The (bf16_input, half_weights) arguments of each native CPU forward call from here on, in
+    order (the defaults where the call passes none)."""
     flags = []
     native_forward = _C.rnn_forward
 
     def spy(*args, **kw):  # the flags come last, positional from _ops, by keyword from tests
-        flags.append(tuple(kw.get(name, args[i] if len(args) > i else False)
-                           for i, name in ((13, "bf16_input"), (14, "bf16_weights"))))
+        flags.append(tuple(kw.get(name, args[i] if len(args) > i else default)
+                           for i, name, default in ((13, "bf16_input", False),
+                                                    (14, "half_weights", NO_HALF))))
         return native_forward(*args, **kw)
 
     monkeypatch.setattr(_C, "rnn_forward", spy)
@@ -207,7 +209,8 @@ def bf16_flags(monkeypatch):
 @pytest.mark.skipif("avx512bf16" not in SUPPORTED, reason="needs AVX-512 BF16")
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("shape,flags", [((9, 13), (True, False)), ((2, 3), (False, True))],
+@pytest.mark.parametrize("shape,flags",
+                         [((9, 13), (True, NO_HALF)), ((2, 3), (False, _C.HalfWeights.bfloat16))],
                          ids=["T9B13", "T2B3-direct"])
 @pytest.mark.parametrize("case", BF16_CASES, ids=lambda c: f"{c[0]}-I{c[1]}")
 def test_bf16_input_projection_is_the_float32_projection(case, shape, flags, packed, threads,
@@ -216,7 +219,7 @@ def test_bf16_input_projection_is_the_float32_projection(case, shape, flags, pac
     vdpbf16ps (exact products, float32 sums) instead of widening both first. Everything the
     forward keeps in float32 (the reserve: gates, cells, every layer's output) must equal what
     the avx512 kernels compute from the widened values, up to the order of the sums; a handful
-    of rows (direct mode) takes the bf16 weights on every ISA instead (see below)."""
+    of rows (direct mode) takes the 16-bit weights on every ISA instead (see below)."""
     cell, input_size, kwargs = case
     T, B = shape
     hidden, layers = kwargs["hidden_size"], kwargs.get("num_layers", 1)
@@ -289,11 +292,11 @@ def test_bf16_input_with_float32_weights_rounds_no_weight(bf16_flags):
     config = ("LSTM", 2, True, 0, True)
     mixed = _ops.rnn(x, weights, None, None, None, [], *config)
     widened = _ops.rnn(x.float(), weights, None, None, None, [], *config)
-    assert bf16_flags == [(False, False), (False, False)]
+    assert bf16_flags == [(False, NO_HALF), (False, NO_HALF)]
     assert torch.equal(mixed[3], widened[3])
 
 
-BF16_WEIGHT_CASES = [
+HALF_WEIGHT_CASES = [
     ("LSTM", 5, dict(hidden_size=24, num_layers=2, bidirectional=True)),
     ("LSTM", 17, dict(hidden_size=40, proj_size=9)),
     ("GRU", 3, dict(hidden_size=19)),
@@ -302,28 +305,32 @@ BF16_WEIGHT_CASES = [
 ]
 
 
-def _stack(case, bf16: bool):
-    """(flat weights, config) of a random stack for a BF16_WEIGHT_CASES entry."""
+def _stack(case, dtype: torch.dtype):
+    """(flat weights in dtype, config) of a random stack for a HALF_WEIGHT_CASES entry."""
     cell, input_size, kwargs = case
     cls = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(cell, nn.RNN)
     extra = dict(nonlinearity="relu") if cell == "RNN_RELU" else {}
-    weights = [w.detach() for w in cls(input_size, **kwargs, **extra)._flat_weights]
-    if bf16:
-        weights = [w.bfloat16() for w in weights]
+    weights = [w.detach().to(dtype) for w in cls(input_size, **kwargs, **extra)._flat_weights]
     return weights, (cell, kwargs.get("num_layers", 1), kwargs.get("bidirectional", False),
                      kwargs.get("proj_size", 0), True)
 
 
-@pytest.mark.parametrize("input_dtype", [torch.bfloat16, torch.float32])
+HALF_DTYPES = {torch.bfloat16: _C.HalfWeights.bfloat16, torch.float16: _C.HalfWeights.float16}
+
+
+@pytest.mark.parametrize("input_half", [True, False], ids=["half-input", "float32-input"])
+@pytest.mark.parametrize("half", HALF_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(1, 1), (2, 3), (8, 1), (1, 8)], ids=lambda s: f"T{s[0]}B{s[1]}")
-@pytest.mark.parametrize("case", BF16_WEIGHT_CASES, ids=lambda c: f"{c[0]}-I{c[1]}")
-def test_bf16_weights_step_is_the_widened_step(isa, case, shape, input_dtype, bf16_flags,
-                                               monkeypatch):
-    """A handful of rows (direct mode: a streamed step) reads a bfloat16 stack's weight
-    matrices as they are, each widened exactly as it is loaded, instead of a float32 copy made
-    per call: the same bits as the widened call, outputs, states, reserve and (through
-    autograd, which widens the saved weights for backward) every gradient."""
-    weights, config = _stack(case, bf16=True)
+@pytest.mark.parametrize("case", HALF_WEIGHT_CASES, ids=lambda c: f"{c[0]}-I{c[1]}")
+def test_half_weights_step_is_the_widened_step(isa, case, shape, half, input_half, bf16_flags,
+                                               monkeypatch, assert_close):
+    """A handful of rows (direct mode: a streamed step) reads a bfloat16 or float16 stack's
+    weight matrices as they are, each widened exactly as it is loaded, instead of a float32
+    copy made per call: the widened call's outputs, states, reserve and (through autograd,
+    which widens the saved weights for backward) every gradient, within float32 rounding (the
+    two instantiations of the dot products may fuse different multiply-adds)."""
+    weights, config = _stack(case, half)
+    input_dtype = half if input_half else torch.float32
     cell, layers, bidirectional, proj, _ = config
     T, B = shape
     states = layers * (2 if bidirectional else 1)
@@ -338,39 +345,65 @@ def test_bf16_weights_step_is_the_widened_step(isa, case, shape, input_dtype, bf
         return [t.detach() for t in out] + [t.grad for t in leaves]
 
     taken = run()
-    monkeypatch.setattr(_C, "rnn_takes_bf16_weights", lambda desc, dtype: False)
+    monkeypatch.setattr(_C, "rnn_takes_half_weights", lambda desc, dtype: False)
     widened = run()
-    assert bf16_flags == [(False, True), (False, False)]
+    assert bf16_flags == [(False, HALF_DTYPES[half]), (False, NO_HALF)]
     for got, want in zip(taken, widened):
-        assert got.dtype == want.dtype and torch.equal(got, want)
+        assert got.dtype == want.dtype
+        assert_close(got, want)
 
 
-def test_bf16_weights_are_kept_only_when_every_matrix_is_bf16_and_the_rows_are_few(bf16_flags):
-    """More rows than direct mode's handful (packed weights), or a weight matrix that is not
-    bfloat16, and every weight is widened as before (a float32 matrix is never rounded)."""
-    weights, config = _stack(BF16_WEIGHT_CASES[0], bf16=True)
+def test_float16_weights_widen_exactly_at_every_magnitude(isa, bf16_flags, monkeypatch):
+    """Every class of float16 value (normal, subnormal, signed zero, infinity, NaN) read by the
+    kernels as torch widens it: a one-step RNN whose weight_ih is the identity scaled by each
+    value returns tanh(value * 1) in the lanes of an input of ones."""
+    specials = torch.tensor([1.0, -2.5, 65504.0, 6.1e-5, 6.0e-8, -3.0e-6, 0.0, -0.0,
+                             float("inf"), -float("inf"), float("nan"), 1e-3, 0.33325, 7.0,
+                             -1e4, 2.0 ** -24, -(2.0 ** -14)], dtype=torch.float16)
+    n = specials.numel()
+    w_ih = torch.diag(specials)
+    weights = [w_ih, torch.zeros(n, n, dtype=torch.float16)]
+    config = ("RNN_RELU", 1, False, 0, False)
+    x = torch.ones(1, 1, n)
+    got = _ops.rnn(x, weights, None, None, None, [], *config)[0]
+    monkeypatch.setattr(_C, "rnn_takes_half_weights", lambda desc, dtype: False)
+    want = _ops.rnn(x, weights, None, None, None, [], *config)[0]
+    assert bf16_flags == [(False, _C.HalfWeights.float16), (False, NO_HALF)]
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got.nan_to_num(), want.nan_to_num())
+    assert torch.equal(torch.relu(specials.float()).reshape(1, 1, n).nan_to_num(),
+                       want.nan_to_num())
+
+
+def test_half_weights_are_kept_only_when_every_matrix_is_16bit_and_the_rows_are_few(bf16_flags):
+    """More rows than direct mode's handful (packed weights), or weight matrices of mixed
+    dtypes, and every weight is widened as before (a float32 matrix is never rounded)."""
+    weights, config = _stack(HALF_WEIGHT_CASES[0], torch.bfloat16)
     _ops.rnn(torch.randn(9, 1, 5), weights, None, None, None, [], *config)
     weights[1] = weights[1].float()
     _ops.rnn(torch.randn(1, 1, 5), weights, None, None, None, [], *config)
-    assert [f[1] for f in bf16_flags] == [False, False]
+    weights[1] = weights[1].half()
+    _ops.rnn(torch.randn(1, 1, 5), weights, None, None, None, [], *config)
+    assert [f[1] for f in bf16_flags] == [NO_HALF, NO_HALF, NO_HALF]
 
 
-def test_bf16_weights_flag_is_refused_where_the_kernels_do_not_take_it(isa):
+@pytest.mark.parametrize("half", HALF_DTYPES.values(), ids=str)
+def test_half_weights_flag_is_refused_where_the_kernels_do_not_take_it(isa, half):
     """The native forward checks the flag: float64 problems and packed weights (more than a
     handful of rows) read weights as their own dtype, so the flag is a ValueError there."""
     x = torch.randn(20, 4)
-    weights = [torch.randn(32, 4).bfloat16(), torch.randn(32, 8).bfloat16()]
+    weights = [torch.randn(32, 4).half(), torch.randn(32, 8).half()]
     out, hy, cy = torch.empty(20, 8), torch.empty(1, 1, 8), torch.empty(1, 1, 8)
     for rows in (1, 20):
         desc = _C.RnnDesc(cell=_C.CellKind.LSTM, num_layers=1, num_directions=1, input_size=4,
                           hidden_size=8, proj_size=0, has_bias=False, seq_len=rows, batch=1)
         workspace = torch.empty(desc.workspace_elems(_C.Pass.Inference, _C.DType.float64))
         for dtype in (_C.DType.float32, _C.DType.float64):
-            taken = _C.rnn_takes_bf16_weights(desc, dtype)
+            taken = _C.rnn_takes_half_weights(desc, dtype)
             assert taken == (rows == 1 and dtype == _C.DType.float32)
             if taken:
                 continue
-            with pytest.raises(ValueError, match="bfloat16 weights are not taken"):
+            with pytest.raises(ValueError, match="16-bit weights are not taken"):
                 _C.rnn_forward(desc, dtype, x.data_ptr(), [w.data_ptr() for w in weights], 0, 0,
                                [], out.data_ptr(), hy.data_ptr(), cy.data_ptr(), 0,
-                               workspace.data_ptr(), 1, bf16_weights=True)
+                               workspace.data_ptr(), 1, half_weights=half)

@@ -17,5 +17,5 @@ build() {  # name vec_bytes flags...
 }
 THREADS="${1:-1}"
 build generic 16
-build avx2 32 -mavx2 -mfma
+build avx2 32 -mavx2 -mfma -mf16c
 build avx512 64 -mavx512f -mavx512vl -mavx512bw -mavx512dq -mfma

@@ -52,13 +52,17 @@ template <class T>
 inline VecOf<T> load_n(const T* p, int n) {
   return n == VecOf<T>::kWidth ? VecOf<T>::load(p) : VecOf<T>::load_partial(p, n);
 }
-// The same for weights stored as bfloat16 (RnnForwardArgs::bf16_weights), widened exactly.
-inline VecOf<float> load_n(const Bf16Bits* p, int n) {
-  if (n == kFloatLanes) return load_bf16(p);
-  Bf16Bits lanes[kFloatLanes] = {};
+// The same for weights stored as bfloat16 or float16 (RnnForwardArgs::half_weights), widened
+// exactly.
+template <class Half>
+inline VecOf<float> load_half_n(const Half* p, int n) {
+  if (n == kFloatLanes) return load_half(p);
+  Half lanes[kFloatLanes] = {};
   for (int i = 0; i < n; ++i) lanes[i] = p[i];
-  return load_bf16(lanes);
+  return load_half(lanes);
 }
+inline VecOf<float> load_n(const Bf16Bits* p, int n) { return load_half_n(p, n); }
+inline VecOf<float> load_n(const Fp16Bits* p, int n) { return load_half_n(p, n); }
 template <class T>
 inline void store_n(VecOf<T> v, T* p, int n) {
   if (n == VecOf<T>::kWidth) {
@@ -221,7 +225,7 @@ inline void fold_all(V* v) {
 }
 
 // acc[i] += a[0:K] * b[i][0:K] lane-wise for i < R rows of b (row stride ldb). b holds T, or
-// bfloat16 weights for T = float (widened as loaded).
+// 16-bit weights for T = float (widened as loaded).
 template <int R, class T, class B>
 inline void accumulate_dots(const T* a, const B* b, int64_t ldb, int64_t K, VecOf<T>* acc) {
   using V = VecOf<T>;
@@ -281,7 +285,7 @@ inline VecOf<T> initial(const T* c, const T* bias, bool accumulate, int64_t j0, 
   return bias ? load_n(bias + j0, cols) : VecOf<T>(T(0));
 }
 
-// op(B) = B^T (B stored [N,K]: T, or bfloat16 weights for T = float), A row-major: dot
+// op(B) = B^T (B stored [N,K]: T, or 16-bit weights for T = float), A row-major: dot
 // products of rows; column blocks of W split over the threads.
 template <class T, class BT>
 void gemm_direct_dots(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const BT* B,
@@ -370,7 +374,7 @@ void gemm_direct_combine(int64_t M, int64_t N, int64_t K, MatA<T> a, const T* B,
 
 // The micro-kernel's unpacked counterpart for a few rows: acc[r][g] lane c = dot(A row r,
 // w row (g * gate_rows + j0 + c)) for c < nj (0 beyond), with w [*, K] row-major (T, or
-// bfloat16 weights for T = float).
+// 16-bit weights for T = float).
 template <int G, class T, class WT, class Epilogue>
 inline void direct_tile(int rows, int64_t K, const T* a, int64_t lda, const WT* w,
                         int64_t gate_rows, int64_t j0, int nj, Epilogue&& epilogue) {

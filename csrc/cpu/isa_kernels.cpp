@@ -44,17 +44,17 @@ bool takes_bf16_input(const RnnDesc& desc, DType dtype) {
          });
 }
 
-bool takes_bf16_weights(const RnnDesc& desc, DType dtype) {
+bool takes_half_weights(const RnnDesc& desc, DType dtype) {
   return dtype == DType::Float32 && with_cell(desc.cell, [&](auto cell) {
-           return Driver<float, decltype(cell)>::takes_bf16_weights(desc);
+           return Driver<float, decltype(cell)>::takes_half_weights(desc);
          });
 }
 
 void forward(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args, int threads) {
   FASTRNN_CHECK(!args.bf16_input || takes_bf16_input(desc, dtype),
                 "bfloat16 input is not taken by these kernels for this call");
-  FASTRNN_CHECK(!args.bf16_weights || takes_bf16_weights(desc, dtype),
-                "bfloat16 weights are not taken by these kernels for this call");
+  FASTRNN_CHECK(args.half_weights == HalfWeights::None || takes_half_weights(desc, dtype),
+                "16-bit weights are not taken by these kernels for this call");
   with_dtype(dtype, [&](auto value) {
     with_cell(desc.cell, [&](auto cell) {
       Driver<decltype(value), decltype(cell)>(desc, threads).forward(args);
@@ -64,7 +64,7 @@ void forward(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args, int t
 }
 
 void backward(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int threads) {
-  FASTRNN_CHECK(!args.fwd.bf16_input && !args.fwd.bf16_weights,
+  FASTRNN_CHECK(!args.fwd.bf16_input && args.fwd.half_weights == HalfWeights::None,
                 "backward takes the forward's tensors in the problem's dtype");
   with_dtype(dtype, [&](auto value) {
     with_cell(desc.cell, [&](auto cell) {
@@ -119,7 +119,7 @@ double fma_peak_gflops(DType dtype, int threads) {
 
 }  // namespace
 
-extern const RnnKernels kRnnKernels = {&workspace_elems, &takes_bf16_input, &takes_bf16_weights,
+extern const RnnKernels kRnnKernels = {&workspace_elems, &takes_bf16_input, &takes_half_weights,
                                        &forward,         &backward,         &fma_peak_gflops};
 
 }  // namespace fastrnn::cpu::FASTRNN_ISA

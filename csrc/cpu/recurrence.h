@@ -111,11 +111,11 @@ class Driver {
 #endif
   }
 
-  // Whether forward takes every weight matrix in bfloat16 (RnnForwardArgs::bf16_weights): for
-  // float32 in direct mode, whose products read the weights straight from the caller's tensors
-  // (widening each as it is loaded, exactly), so that a streamed bf16 step reads half the bytes
-  // and nothing converts the weights per call.
-  static bool takes_bf16_weights(const RnnDesc& desc) {
+  // Whether forward takes every weight matrix in bfloat16 or float16 (RnnForwardArgs::
+  // half_weights): for float32 in direct mode, whose products read the weights straight from the
+  // caller's tensors (widening each as it is loaded, exactly), so that a streamed 16-bit step
+  // reads half the bytes and nothing converts the weights per call.
+  static bool takes_half_weights(const RnnDesc& desc) {
     return std::is_same_v<T, float> && Driver(desc, 1).direct();
   }
 
@@ -322,12 +322,13 @@ class Driver {
     return LayerWeights<T>(layer_weight_ptrs(desc_, flat, l, d));
   }
 
-  // f(w) with the weight matrix w typed as stored: T, or bfloat16 in a bf16_weights forward
-  // (direct mode only: its products are the ones that take either type).
+  // f(w) with the weight matrix w typed as stored: T, or bfloat16 or float16 in a half_weights
+  // forward (direct mode only: its products are the ones that take any of these types).
   template <class F>
   static void with_weight(const RnnForwardArgs& a, const void* w, F&& f) {
     if constexpr (std::is_same_v<T, float>) {
-      if (a.bf16_weights) return f(static_cast<const Bf16Bits*>(w));
+      if (a.half_weights == HalfWeights::Bfloat16) return f(static_cast<const Bf16Bits*>(w));
+      if (a.half_weights == HalfWeights::Float16) return f(static_cast<const Fp16Bits*>(w));
     }
     f(static_cast<const T*>(w));
   }
@@ -501,7 +502,7 @@ class Driver {
                                T* y_l, const SavedRows& saved, const DirectionBuffers& buf,
                                int threads_here) const {
     const LayerWeightPtrs stored = layer_weight_ptrs(desc_, a.weights, l, d);
-    const LayerWeights<T> w(stored);  // its matrices are bfloat16 in a bf16_weights call
+    const LayerWeights<T> w(stored);  // its matrices are 16-bit in a half_weights call
     const int64_t in_l = desc_.layer_input_size(l), SH = S * H_, ldy = D_ * O_;
     const int64_t state = l * D_ + d;
     T* c_run = Cell::kHasCell ? static_cast<T*>(a.cy) + state * B_ * H_ : nullptr;
@@ -609,7 +610,7 @@ class Driver {
   }
 
   // r_t = hh_t W_hr^T for output blocks [q0, q1): into the layer output and the next state.
-  // From the packed w_proj, or straight from w_hr (T or bfloat16) when w_proj is null (direct
+  // From the packed w_proj, or straight from w_hr (T or 16-bit) when w_proj is null (direct
   // mode).
   template <class WT>
   void project_step(const T* hh_rows, int64_t bs, int64_t q0, int64_t q1, const T* w_proj,

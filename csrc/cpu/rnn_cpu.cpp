@@ -34,8 +34,8 @@ bool rnn_takes_bf16_input_cpu(const RnnDesc& desc, DType dtype) {
   return cpu::rnn_kernels().takes_bf16_input(desc, dtype);
 }
 
-bool rnn_takes_bf16_weights_cpu(const RnnDesc& desc, DType dtype) {
-  return cpu::rnn_kernels().takes_bf16_weights(desc, dtype);
+bool rnn_takes_half_weights_cpu(const RnnDesc& desc, DType dtype) {
+  return cpu::rnn_kernels().takes_half_weights(desc, dtype);
 }
 
 void rnn_backward_cpu(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int threads) {

@@ -12,6 +12,10 @@
 #include <cstdint>
 #include <cstring>
 
+#if FASTRNN_VEC_BYTES == 64 || (FASTRNN_VEC_BYTES == 32 && defined(__F16C__))
+#include <immintrin.h>  // the float16 conversion instruction (load_half)
+#endif
+
 #include "fastrnn/common.h"
 
 #ifndef FASTRNN_ISA
@@ -70,6 +74,8 @@ using VecOf = Vec<T, FASTRNN_VEC_BYTES / static_cast<int>(sizeof(T))>;
 
 // The bits of a bfloat16 value (torch.bfloat16's storage): the high half of a float32.
 using Bf16Bits = uint16_t;
+// The bits of an IEEE half (torch.float16's storage); a type of its own for overloads.
+enum class Fp16Bits : uint16_t {};
 
 namespace detail {
 
@@ -126,13 +132,49 @@ inline VecF exp(VecF x) {
 
 }  // namespace detail
 
+namespace detail {
+typedef uint16_t HalfLanes __attribute__((vector_size(FASTRNN_VEC_BYTES / 2)));
+// kFloatLanes 16-bit values, each zero-extended into an int lane.
+inline IntLanes load_halves(const void* p) {
+  HalfLanes h;
+  std::memcpy(&h, p, sizeof h);
+  return __builtin_convertvector(h, IntLanes);
+}
+}  // namespace detail
+
 // kFloatLanes bfloat16 values widened to float lanes: each one's bits shifted into the high half
 // of a float, which is that value exactly.
-inline VecF load_bf16(const Bf16Bits* p) {
-  typedef Bf16Bits Halves __attribute__((vector_size(FASTRNN_VEC_BYTES / 2)));
-  Halves h;
+inline VecF load_half(const Bf16Bits* p) {
+  return VecF::from(detail::as_float(detail::load_halves(p) << 16));
+}
+
+// kFloatLanes IEEE halves widened to float lanes, exactly (every half is a float): by the
+// conversion instruction where the ISA has one, else on the bits, with no float arithmetic but
+// the exact scaling of a subnormal half (so that denormals-are-zero modes cannot touch it).
+inline VecF load_half(const Fp16Bits* p) {
+#if FASTRNN_VEC_BYTES == 64
+  __m256i h;
   std::memcpy(&h, p, sizeof h);
-  return VecF::from(detail::as_float(__builtin_convertvector(h, detail::IntLanes) << 16));
+  // All lanes by mask: the unmasked form's undefined pass-through draws a false
+  // -Wmaybe-uninitialized from GCC 12.
+  return VecF::from(_mm512_maskz_cvtph_ps(0xffff, h));
+#elif FASTRNN_VEC_BYTES == 32 && defined(__F16C__)
+  __m128i h;
+  std::memcpy(&h, p, sizeof h);
+  return VecF::from(_mm256_cvtph_ps(h));
+#else
+  using detail::IntLanes;
+  const IntLanes bits = detail::load_halves(p);
+  const IntLanes magnitude = bits & 0x7fff;
+  // Normal: the exponent rebiased (15 -> 127); infinity and NaN: the exponent all ones, the
+  // payload kept; subnormal and zero: magnitude * 2^-24, a normal float (or 0) exactly.
+  const IntLanes normal = (magnitude << 13) + (112 << 23);
+  const IntLanes special = (magnitude << 13) | 0x7f800000;
+  const IntLanes tiny =
+      detail::as_int(__builtin_convertvector(magnitude, VecF::Native) * 0x1p-24f);
+  const IntLanes widened = magnitude >= 0x7c00 ? special : (magnitude >= 0x400 ? normal : tiny);
+  return VecF::from(detail::as_float(widened | ((bits & 0x8000) << 16)));
+#endif
 }
 
 }  // namespace fastrnn::cpu::FASTRNN_ISA

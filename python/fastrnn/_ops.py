@@ -233,12 +233,13 @@ def _scratch(like: Tensor, dtype: torch.dtype, elems: int):
 
 
 def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
-             proj_size, has_bias, bf16_ok: bool = False):
+             proj_size, has_bias, keep_16bit: bool = False):
     """What a native call needs: (native configuration, call context, sizes, compute dtype,
     contiguous tensors in the compute dtype).
 
-    With ``bf16_ok`` (a forward), bfloat16 tensors stay bfloat16 where the CPU kernels read them
-    as such (_bf16_kept); the context then ends with the native forward's two flags."""
+    With ``keep_16bit`` (a forward), 16-bit tensors stay 16-bit where the CPU kernels read them
+    as such (_kept_16bit); the context then ends with the native forward's bf16_input and
+    half_weights."""
     _check_device(input)
     dtype = compute_dtype(input.dtype, "cuda" if input.is_cuda else "cpu", "fastrnn.rnn")
     sizes = _sizes(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers,
@@ -250,15 +251,16 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
         raise RuntimeError(f"PackedSequence batch_sizes sum to {native.rows} rows but "
                            f"its data has {sizes[2]} rows")
     input_dtype, weight_dtypes = dtype, [dtype] * len(weights)
-    kept = (_bf16_kept(input, weights, native, num_layers, sizes[5])
-            if bf16_ok and torch.bfloat16 in (input.dtype, weights[0].dtype) else None)
+    kept = (_kept_16bit(input, weights, native, num_layers, sizes[5])
+            if keep_16bit and (input.dtype in _HALF_WEIGHTS or weights[0].dtype in _HALF_WEIGHTS)
+            else None)
     if kept is not None:
-        bf16_input, bf16_weights, indices = kept
+        bf16_input, half_weights, indices = kept
         if bf16_input:
             input_dtype = torch.bfloat16
         for i in indices:
-            weight_dtypes[i] = torch.bfloat16
-        context = context + (bf16_input, bf16_weights)
+            weight_dtypes[i] = weights[i].dtype
+        context = context + (bf16_input, half_weights)
     tensors = (_contiguous(input, input_dtype),
                [_contiguous(w, wd) for w, wd in zip(weights, weight_dtypes)],
                _contiguous(hx, dtype), _contiguous(cx, dtype),
@@ -266,20 +268,23 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
     return native, context, sizes, dtype, tensors
 
 
-def _bf16_kept(input: Tensor, weights: List[Tensor], native: _Native, num_layers: int,
-               directions: int):
-    """What of a forward's bfloat16 tensors the CPU kernels read as bfloat16, as (bf16_input,
-    bf16_weights, indices of the weights kept), or None for nothing (everything is widened).
-    Only tensors that are bfloat16 already are kept: a float32 weight is never rounded.
+_HALF_WEIGHTS = {torch.bfloat16: _C.HalfWeights.bfloat16, torch.float16: _C.HalfWeights.float16}
 
-    - bf16_input: the input and each direction's weight_ih_l0 (which leads the weights of its
-      (layer 0, direction) in the flat list), multiplied with AVX-512 BF16 when the weights are
-      packed (exact products, float32 sums: the float32 kernels' result on the widened values
-      at twice their rate).
-    - bf16_weights: every weight matrix (the biases are widened), read straight from these
-      tensors by the direct products of a handful of rows (a streamed step), which widen each
-      weight as they load it: the widened call's bits, without converting the weights per
-      call."""
+
+def _kept_16bit(input: Tensor, weights: List[Tensor], native: _Native, num_layers: int,
+                directions: int):
+    """What of a forward's 16-bit tensors the CPU kernels read as they are, as (bf16_input,
+    half_weights, indices of the weights kept), or None for nothing (everything is widened).
+    Only tensors that are 16-bit already are kept: a float32 weight is never rounded.
+
+    - bf16_input: a bfloat16 input and each direction's weight_ih_l0 (which leads the weights of
+      its (layer 0, direction) in the flat list), multiplied with AVX-512 BF16 when the weights
+      are packed (exact products, float32 sums: the float32 kernels' result on the widened
+      values at twice their rate).
+    - half_weights: every weight matrix, all bfloat16 or all float16 (the biases are widened),
+      read straight from these tensors by the direct products of a handful of rows (a streamed
+      step), which widen each weight as they load it: the widened call's result (up to which
+      multiply-adds the compiler fuses), without converting the weights per call."""
     if native.module is not _C:
         return None
     if input.dtype == torch.bfloat16:
@@ -287,11 +292,12 @@ def _bf16_kept(input: Tensor, weights: List[Tensor], native: _Native, num_layers
         first_w_ih = range(0, directions * per_direction, per_direction)
         if (all(weights[i].dtype == torch.bfloat16 for i in first_w_ih)
                 and _C.rnn_takes_bf16_input(*native.head)):
-            return True, False, first_w_ih
+            return True, _C.HalfWeights.none, first_w_ih
+    half = _HALF_WEIGHTS.get(weights[0].dtype)
     matrices = [i for i, w in enumerate(weights) if w.dim() == 2]
-    if (all(weights[i].dtype == torch.bfloat16 for i in matrices)
-            and _C.rnn_takes_bf16_weights(*native.head)):
-        return False, True, matrices
+    if (half is not None and all(weights[i].dtype == weights[0].dtype for i in matrices)
+            and _C.rnn_takes_half_weights(*native.head)):
+        return False, half, matrices
     return None
 
 
@@ -324,7 +330,7 @@ def _forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opt
     out_dtype = input.dtype
     native, context, (T, B, N, H, O, D), dtype, tensors = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
-        proj_size, has_bias, bf16_ok=True)
+        proj_size, has_bias, keep_16bit=True)
     shapes = _result_shapes((T, B, N, H, O, D), batch_sizes is not None, cell, num_layers)
     output, hy, cy, reserve = _run_forward(native, context, tensors, shapes, dtype, keep_reserve)
     if cy is None:  # the op returns a tensor in every position

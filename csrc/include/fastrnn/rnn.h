@@ -102,6 +102,9 @@ enum class Pass { Forward, Inference, Backward };
 int64_t reserve_elems_per_row(const RnnDesc& desc);
 int64_t workspace_elems(const RnnDesc& desc, Pass pass, DType dtype);
 
+// How a CPU float32 forward's weight matrices are stored (RnnForwardArgs::half_weights).
+enum class HalfWeights : int { None = 0, Bfloat16 = 1, Float16 = 2 };
+
 struct RnnForwardArgs {
   const void* x = nullptr;
   std::vector<const void*> weights;  // L * D * weights_per_layer_direction() pointers
@@ -116,9 +119,10 @@ struct RnnForwardArgs {
   // CPU, float32, where rnn_takes_bf16_input_cpu() says so: x and the first layer's w_ih (each
   // direction's) are bfloat16, every other tensor float32.
   bool bf16_input = false;
-  // CPU, float32, where rnn_takes_bf16_weights_cpu() says so (a handful of rows: a streamed
-  // step): every w_ih, w_hh and w_hr is bfloat16, the biases and every other tensor float32.
-  bool bf16_weights = false;
+  // CPU, float32, where rnn_takes_half_weights_cpu() says so (a handful of rows: a streamed
+  // step): every w_ih, w_hh and w_hr is bfloat16 or float16, the biases and every other tensor
+  // float32.
+  HalfWeights half_weights = HalfWeights::None;
 };
 
 // Gradients: dy [N, D*O]; dhy/dcy may be null (zero). Outputs dx [N, I], dh0 [L*D, B, O],
@@ -149,8 +153,8 @@ void rnn_forward_cpu(const RnnDesc& desc, DType dtype, const RnnForwardArgs& arg
 // Whether the active CPU kernels take RnnForwardArgs::bf16_input for this configuration (AVX-512
 // BF16, float32, more than a handful of rows).
 bool rnn_takes_bf16_input_cpu(const RnnDesc& desc, DType dtype);
-// Whether they take RnnForwardArgs::bf16_weights (float32, at most a handful of rows).
-bool rnn_takes_bf16_weights_cpu(const RnnDesc& desc, DType dtype);
+// Whether they take RnnForwardArgs::half_weights (float32, at most a handful of rows).
+bool rnn_takes_half_weights_cpu(const RnnDesc& desc, DType dtype);
 void rnn_backward_cpu(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int threads);
 
 }  // namespace fastrnn
