@@ -130,9 +130,6 @@ inline VecF exp(VecF x) {
   return VecF::from(as_float(as_int(1.0f + expm1_reduced(r)) + (n << 23)));
 }
 
-}  // namespace detail
-
-namespace detail {
 typedef uint16_t HalfLanes __attribute__((vector_size(FASTRNN_VEC_BYTES / 2)));
 // kFloatLanes 16-bit values, each zero-extended into an int lane.
 inline IntLanes load_halves(const void* p) {
@@ -140,6 +137,7 @@ inline IntLanes load_halves(const void* p) {
   std::memcpy(&h, p, sizeof h);
   return __builtin_convertvector(h, IntLanes);
 }
+
 }  // namespace detail
 
 // kFloatLanes bfloat16 values widened to float lanes: each one's bits shifted into the high half
