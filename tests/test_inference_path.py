@@ -192,3 +192,47 @@ def test_streamed_steps_match_one_sequence(assert_close):
     assert_close(torch.cat(outputs, 1), whole, torch.float32)
     assert_close(state[0], h_n, torch.float32)
     assert_close(state[1], c_n, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("T,B", [(1, 1), (2, 3), (1, None), (4, 3)])
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)], ids=["L1", "L2_bi"])
+@pytest.mark.parametrize("mode", list(MODULES))
+def test_16bit_module_inference_takes_the_fast_path_for_few_rows(mode, layers, bidirectional, T, B,
+                                                                 dtype, general_calls):
+    """A 16-bit module's inference over a handful of rows (the kernels then read its 16-bit
+    weights themselves) takes the fast path, with the same bits as the same call with autograd
+    (the general path); more rows, and any call with autograd, take the general path."""
+    torch_cls, extra = MODULES[mode]
+    _, mod = make_pair(torch_cls, I, H, num_layers=layers, bidirectional=bidirectional, **extra)
+    mod = mod.to(dtype)
+    x, hx = sequence_inputs(mod, T, B, False, True, dtype)
+    with torch.no_grad():
+        fast = flat(mod(x, hx))
+    few_rows = T * (B or 1) <= 8
+    assert len(general_calls) == (0 if few_rows else 1)
+    trained = flat(mod(x, hx))
+    assert len(general_calls) == (1 if few_rows else 2)
+    for a, c in zip(fast, trained):
+        assert a.dtype == dtype and not a.requires_grad
+        assert torch.equal(a, c.detach())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_16bit_cell_inference_takes_the_fast_path(cell, dtype, general_calls):
+    torch_cls, extra = CELLS[cell]
+    _, mod = make_pair(torch_cls, I, H, **extra)
+    mod = mod.to(dtype)
+    x = torch.randn(3, I, dtype=dtype)
+    hx = torch.randn(3, H, dtype=dtype)
+    if torch_cls is nn.LSTMCell:
+        hx = (hx, torch.randn(3, H, dtype=dtype))
+    as_list = lambda r: list(r) if isinstance(r, tuple) else [r]  # noqa: E731
+    with torch.no_grad():
+        fast = as_list(mod(x, hx))
+    assert general_calls == []
+    trained = as_list(mod(x, hx))
+    assert len(general_calls) == 1
+    for a, c in zip(fast, trained):
+        assert a.dtype == dtype and torch.equal(a, c.detach())

@@ -375,10 +375,14 @@ class StreamPlan:
     The input holds steps x batch rows laid out as [T, B, I] ([T, I] unbatched, [B, I] a cell's
     step), or [B, T, I] with ``transposed``. States and results have the shapes given, in the
     same layouts: ``state_shapes`` (h0, c0) as the caller passes them, ``result_shapes``
-    (output, hy, cy), output None for a cell (which returns hy), cy None unless LSTM."""
+    (output, hy, cy), output None for a cell (which returns hy), cy None unless LSTM.
+
+    A float16 or bfloat16 plan (``half``) serves inference only, where the kernels read the
+    16-bit weight matrices themselves (a handful of rows, see _kept_16bit): it widens the input,
+    states and biases, and rounds the results."""
 
     __slots__ = ("_desc", "_dtype", "_workspace_bytes", "_reserve_elems", "_weights",
-                 "_state_shapes", "_result_shapes", "_transposed", "dtype")
+                 "_state_shapes", "_result_shapes", "_transposed", "dtype", "half")
 
     def __init__(self, cell: str, num_layers: int, bidirectional: bool, proj_size: int,
                  has_bias: bool, input_size: int, hidden: int, steps: int, batch: int,
@@ -386,10 +390,12 @@ class StreamPlan:
                  transposed: bool = False):
         D = 2 if bidirectional else 1
         sizes = (steps, batch, steps * batch, hidden, proj_size or hidden, D)
+        compute = compute_dtype(dtype, "cpu", "fastrnn.rnn")
         native = _cpu_native(_desc_fields(sizes, input_size, cell, num_layers, proj_size,
-                                          has_bias, None), dtype)
+                                          has_bias, None), compute)
         self._desc, self._dtype = native.head
-        self._workspace_bytes = {p: native.workspace_elems(p) * dtype.itemsize
+        self.half = _HALF_WEIGHTS.get(dtype)
+        self._workspace_bytes = {p: native.workspace_elems(p) * compute.itemsize
                                  for p in (_C.Pass.Inference, _C.Pass.Forward, _C.Pass.Backward)}
         self._reserve_elems = native.rows * native.reserve_per_row
         shapes = weight_shapes(cell, num_layers, D, input_size, hidden, proj_size, has_bias)
@@ -432,15 +438,31 @@ class StreamPlan:
             input = input.transpose(0, 1)
         if not input.is_contiguous():
             input = input.contiguous()
-        if torch.is_grad_enabled() and (
-                input.requires_grad or any(w.requires_grad for w in weights)
-                or (h0 is not None and h0.requires_grad) or (c0 is not None and c0.requires_grad)):
+        grad = torch.is_grad_enabled() and (
+            input.requires_grad or any(w.requires_grad for w in weights)
+            or (h0 is not None and h0.requires_grad) or (c0 is not None and c0.requires_grad))
+        if self.half is not None:
+            if grad:  # 16-bit training takes the general path
+                return None
+            output, hy, cy = self._half_forward(input, weights, h0, c0)
+        elif grad:
             output, hy, cy = _PlannedRnn.apply(self, input, h0, c0, *weights)
         else:
             output, hy, cy, _ = self.forward(input, weights, h0, c0, keep_reserve=False)
         if output is not None and self._transposed:
             output = output.transpose(0, 1)
         return output, hy, cy
+
+    def _half_forward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
+                      c0: Optional[Tensor]):
+        """(output, hy, cy) of a 16-bit plan's inference pass, in the plan's dtype."""
+        widen = _float_or_none
+        output, hy, cy, _ = self.forward(
+            input.float(), [w if w.dim() == 2 else w.float() for w in weights], widen(h0),
+            widen(c0), keep_reserve=False)
+        dtype = self.dtype
+        return (None if output is None else output.to(dtype), hy.to(dtype),
+                None if cy is None else cy.to(dtype))
 
     def forward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
                 c0: Optional[Tensor], keep_reserve: bool):
@@ -458,7 +480,8 @@ class StreamPlan:
         _C.rnn_forward(self._desc, self._dtype, input.data_ptr(),
                        [w.data_ptr() for w in weights], _ptr(h0), _ptr(c0), [],
                        (hy if output is None else output).data_ptr(), hy.data_ptr(), _ptr(cy),
-                       _ptr(reserve), scratch.data_ptr(), torch.get_num_threads())
+                       _ptr(reserve), scratch.data_ptr(), torch.get_num_threads(), False,
+                       _C.HalfWeights.none if self.half is None else self.half)
         return output, hy, cy, reserve
 
     def backward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
@@ -525,6 +548,19 @@ class _PlannedRnn(torch.autograd.Function):
         return _first_order((None, grad_input, None if h0 is None else grad_h0,
                              None if c0 is None else grad_c0, *grad_weights),
                             (*saved, grad_output, grad_hy, grad_cy))
+
+
+def stream_plan(*args, **kwargs) -> Optional[StreamPlan]:
+    """A StreamPlan (same arguments), or None for a 16-bit one whose kernels would not read its
+    weights as they are (more than a handful of rows): such calls take the general path."""
+    plan = StreamPlan(*args, **kwargs)
+    if plan.half is not None and not _C.rnn_takes_half_weights(plan._desc, plan._dtype):
+        return None
+    return plan
+
+
+def _float_or_none(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.float()
 
 
 def _plain_state(t, shape, dtype: torch.dtype) -> Optional[Tensor]:

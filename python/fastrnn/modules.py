@@ -87,11 +87,15 @@ def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
                            f"{rows} rows")
 
 
+_FAST_PATH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
 def _outside_fast_path(input) -> bool:
-    """True unless ``input`` is a plain float32/float64 CPU tensor and nothing needs the general
-    path: no autocast, compile, tracing or functorch transform (see _FastRNNBase._stream)."""
+    """True unless ``input`` is a plain CPU tensor of a dtype the fast path plans for and nothing
+    needs the general path: no autocast, compile, tracing or functorch transform (see
+    _FastRNNBase._stream; 16-bit plans serve inference only, see _ops.StreamPlan)."""
     return (type(input) is not Tensor or not input.is_cpu
-            or (input.dtype is not torch.float32 and input.dtype is not torch.float64)
+            or input.dtype not in _FAST_PATH_DTYPES
             or torch._C._is_any_autocast_enabled() or _ops.capturing())
 
 
@@ -224,7 +228,7 @@ class _FastRNNBase:
         output_shape = (((B, T, width) if self.batch_first and not transposed else (T, B, width))
                         if batched else (T, width))
         is_lstm = self.mode == "LSTM"
-        return _ops.StreamPlan(
+        return _ops.stream_plan(
             self.mode, self.num_layers, self.bidirectional, self.proj_size, self.bias,
             input_size, hidden, T, B, input.dtype, self._flat_weights_names,
             (h_shape, c_shape if is_lstm else None),
@@ -351,7 +355,7 @@ class _FastCellBase:
         if mode is None or batch == 0 or input_size != self.input_size:
             return None
         state = (batch, self.hidden_size)
-        return _ops.StreamPlan(mode, 1, False, 0, self.bias, input_size, self.hidden_size, 1,
+        return _ops.stream_plan(mode, 1, False, 0, self.bias, input_size, self.hidden_size, 1,
                                batch, input.dtype, _CELL_WEIGHTS[self.bias],
                                (state, state if is_lstm else None),
                                (None, state, state if is_lstm else None))
