@@ -190,7 +190,7 @@ BF16_CASES = [
 
 
 @pytest.fixture
-def bf16_flags(monkeypatch):
+def native_flags(monkeypatch):
     """The (bf16_input, half_weights) arguments of each native CPU forward call from here on, in
     order (the defaults where the call passes none)."""
     flags = []
@@ -214,7 +214,7 @@ def bf16_flags(monkeypatch):
                          ids=["T9B13", "T2B3-direct"])
 @pytest.mark.parametrize("case", BF16_CASES, ids=lambda c: f"{c[0]}-I{c[1]}")
 def test_bf16_input_projection_is_the_float32_projection(case, shape, flags, packed, threads,
-                                                         bf16_flags, assert_close):
+                                                         native_flags, assert_close):
     """The avx512bf16 kernels multiply a bfloat16 input by the first layer's bfloat16 W_ih with
     vdpbf16ps (exact products, float32 sums) instead of widening both first. Everything the
     forward keeps in float32 (the reserve: gates, cells, every layer's output) must equal what
@@ -249,7 +249,7 @@ def test_bf16_input_projection_is_the_float32_projection(case, shape, flags, pac
     finally:
         _C.set_cpu_isa(previous_isa)
         torch.set_num_threads(previous_threads)
-    assert bf16_flags == [flags, (False, flags[1])]
+    assert native_flags == [flags, (False, flags[1])]
     bf16_path, widened = results["avx512bf16"], results["avx512"]
     assert bf16_path[3].dtype == torch.float32
     assert_close(bf16_path[3], widened[3])  # the reserve, float32 tolerance
@@ -283,7 +283,7 @@ def test_bf16_input_flag_is_refused_where_the_kernels_do_not_take_it():
         _C.set_cpu_isa(previous)
 
 
-def test_bf16_input_with_float32_weights_rounds_no_weight(bf16_flags):
+def test_bf16_input_with_float32_weights_rounds_no_weight(native_flags):
     """The op takes a bfloat16 input with float32 weights: the weights must not be rounded to
     bfloat16 for the bf16 kernels; the call is the float32 one on the widened input, bit for
     bit."""
@@ -292,7 +292,7 @@ def test_bf16_input_with_float32_weights_rounds_no_weight(bf16_flags):
     config = ("LSTM", 2, True, 0, True)
     mixed = _ops.rnn(x, weights, None, None, None, [], *config)
     widened = _ops.rnn(x.float(), weights, None, None, None, [], *config)
-    assert bf16_flags == [(False, NO_HALF), (False, NO_HALF)]
+    assert native_flags == [(False, NO_HALF), (False, NO_HALF)]
     assert torch.equal(mixed[3], widened[3])
 
 
@@ -322,7 +322,7 @@ HALF_DTYPES = {torch.bfloat16: _C.HalfWeights.bfloat16, torch.float16: _C.HalfWe
 @pytest.mark.parametrize("half", HALF_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(1, 1), (2, 3), (8, 1), (1, 8)], ids=lambda s: f"T{s[0]}B{s[1]}")
 @pytest.mark.parametrize("case", HALF_WEIGHT_CASES, ids=lambda c: f"{c[0]}-I{c[1]}")
-def test_half_weights_step_is_the_widened_step(isa, case, shape, half, input_half, bf16_flags,
+def test_half_weights_step_is_the_widened_step(isa, case, shape, half, input_half, native_flags,
                                                monkeypatch, assert_close):
     """A handful of rows (direct mode: a streamed step) reads a bfloat16 or float16 stack's
     weight matrices as they are, each widened exactly as it is loaded, instead of a float32
@@ -347,13 +347,13 @@ def test_half_weights_step_is_the_widened_step(isa, case, shape, half, input_hal
     taken = run()
     monkeypatch.setattr(_C, "rnn_takes_half_weights", lambda desc, dtype: False)
     widened = run()
-    assert bf16_flags == [(False, HALF_DTYPES[half]), (False, NO_HALF)]
+    assert native_flags == [(False, HALF_DTYPES[half]), (False, NO_HALF)]
     for got, want in zip(taken, widened):
         assert got.dtype == want.dtype
         assert_close(got, want)
 
 
-def test_float16_weights_widen_exactly_at_every_magnitude(isa, bf16_flags, monkeypatch):
+def test_float16_weights_widen_exactly_at_every_magnitude(isa, native_flags, monkeypatch):
     """Every class of float16 value (normal, subnormal, signed zero, infinity, NaN) read by the
     kernels as torch widens it: a one-step RNN whose weight_ih is the identity scaled by each
     value returns tanh(value * 1) in the lanes of an input of ones."""
@@ -368,14 +368,14 @@ def test_float16_weights_widen_exactly_at_every_magnitude(isa, bf16_flags, monke
     got = _ops.rnn(x, weights, None, None, None, [], *config)[0]
     monkeypatch.setattr(_C, "rnn_takes_half_weights", lambda desc, dtype: False)
     want = _ops.rnn(x, weights, None, None, None, [], *config)[0]
-    assert bf16_flags == [(False, _C.HalfWeights.float16), (False, NO_HALF)]
+    assert native_flags == [(False, _C.HalfWeights.float16), (False, NO_HALF)]
     assert torch.equal(got.isnan(), want.isnan())
     assert torch.equal(got.nan_to_num(), want.nan_to_num())
     assert torch.equal(torch.relu(specials.float()).reshape(1, 1, n).nan_to_num(),
                        want.nan_to_num())
 
 
-def test_half_weights_are_kept_only_when_every_matrix_is_16bit_and_the_rows_are_few(bf16_flags):
+def test_half_weights_are_kept_only_when_every_matrix_is_16bit_and_the_rows_are_few(native_flags):
     """More rows than direct mode's handful (packed weights), or weight matrices of mixed
     dtypes, and every weight is widened as before (a float32 matrix is never rounded)."""
     weights, config = _stack(HALF_WEIGHT_CASES[0], torch.bfloat16)
@@ -384,7 +384,7 @@ def test_half_weights_are_kept_only_when_every_matrix_is_16bit_and_the_rows_are_
     _ops.rnn(torch.randn(1, 1, 5), weights, None, None, None, [], *config)
     weights[1] = weights[1].half()
     _ops.rnn(torch.randn(1, 1, 5), weights, None, None, None, [], *config)
-    assert [f[1] for f in bf16_flags] == [NO_HALF, NO_HALF, NO_HALF]
+    assert [f[1] for f in native_flags] == [NO_HALF, NO_HALF, NO_HALF]
 
 
 @pytest.mark.parametrize("half", HALF_DTYPES.values(), ids=str)

@@ -13,7 +13,9 @@
 //             by output columns.
 //             Training writes the gate block into the reserve; inference (no reserve) into
 //             scratch for one chunk, reused, and keeps nothing else.
-//             Direct mode (a handful of rows, see direct()) projects all rows at once instead.
+//             Direct mode (a handful of rows, see direct()) projects all rows at once instead
+//             and multiplies straight from the caller's weights, which may then be bfloat16 or
+//             float16 (RnnForwardArgs::half_weights; widened as loaded).
 //   backward  the same, in reverse: the cell's backward per unit slice, then dh_{t-1} = dG W_hh split
 //             by output columns. A chunk of steps at a time (~kBackwardChunkRows rows, newest
 //             first): after the chunk's steps, GEMMs over its rows add to dW_ih, dW_hh, dW_hr

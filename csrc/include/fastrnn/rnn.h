@@ -6,7 +6,8 @@
 // batch_sizes must be non-increasing (PackedSequence order), so row b of step t is the same
 // sequence as row b of every other step where it is active.
 //
-// Buffers (all dense, row-major, of the problem's value type):
+// Buffers (all dense, row-major, of the problem's value type unless RnnForwardArgs says
+// otherwise: bf16_input, half_weights):
 //   x        [N, I]                 input of layer 0
 //   weights  per layer l, direction d, in torch's order:
 //              w_ih [G*H, I_l]  (I_0 = I, I_l = D*O for l > 0)
