@@ -87,15 +87,14 @@ def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
                            f"{rows} rows")
 
 
-_FAST_PATH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-
-
 def _outside_fast_path(input) -> bool:
     """True unless ``input`` is a plain CPU tensor of a dtype the fast path plans for and nothing
     needs the general path: no autocast, compile, tracing or functorch transform (see
     _FastRNNBase._stream; 16-bit plans serve inference only, see _ops.StreamPlan)."""
-    return (type(input) is not Tensor or not input.is_cpu
-            or input.dtype not in _FAST_PATH_DTYPES
+    dtype = input.dtype if type(input) is Tensor else None  # (identity tests: cheaper than `in`)
+    return (dtype is None or not input.is_cpu
+            or (dtype is not torch.float32 and dtype is not torch.float64
+                and dtype is not torch.bfloat16 and dtype is not torch.float16)
             or torch._C._is_any_autocast_enabled() or _ops.capturing())
 
 
