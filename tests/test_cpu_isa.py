@@ -325,10 +325,10 @@ HALF_DTYPES = {torch.bfloat16: _C.HalfWeights.bfloat16, torch.float16: _C.HalfWe
 def test_half_weights_step_is_the_widened_step(isa, case, shape, half, input_half, native_flags,
                                                monkeypatch, assert_close):
     """A handful of rows (direct mode: a streamed step) reads a bfloat16 or float16 stack's
-    weight matrices as they are, each widened exactly as it is loaded, instead of a float32
-    copy made per call: the widened call's outputs, states, reserve and (through autograd,
-    which widens the saved weights for backward) every gradient, within float32 rounding (the
-    two instantiations of the dot products may fuse different multiply-adds)."""
+    weight matrices as they are, forward and backward, each widened exactly as it is loaded,
+    instead of a float32 copy made per call: the widened call's outputs, states, reserve and
+    every gradient, within float32 rounding (the two instantiations of the dot products may fuse
+    different multiply-adds)."""
     weights, config = _stack(case, half)
     input_dtype = half if input_half else torch.float32
     cell, layers, bidirectional, proj, _ = config
@@ -344,10 +344,19 @@ def test_half_weights_step_is_the_widened_step(isa, case, shape, half, input_hal
         (out[0].float().sum() + out[1].float().pow(2).sum()).backward()
         return [t.detach() for t in out] + [t.grad for t in leaves]
 
+    backward_flags = []
+    native_backward = _C.rnn_backward
+
+    def spy(*args, **kw):
+        backward_flags.append(args[17] if len(args) > 17 else NO_HALF)
+        return native_backward(*args, **kw)
+
+    monkeypatch.setattr(_C, "rnn_backward", spy)
     taken = run()
     monkeypatch.setattr(_C, "rnn_takes_half_weights", lambda desc, dtype: False)
     widened = run()
     assert native_flags == [(False, HALF_DTYPES[half]), (False, NO_HALF)]
+    assert backward_flags == [HALF_DTYPES[half], NO_HALF]
     for got, want in zip(taken, widened):
         assert got.dtype == want.dtype
         assert_close(got, want)

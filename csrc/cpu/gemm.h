@@ -311,8 +311,8 @@ void gemm_direct_dots(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, 
 // c[0:N] = init + sum_{k < KB} a[k * a_stride] * B[k][0:N], the coefficients broadcast once
 // and kept in registers; four output vectors are in flight at a time (one at a time waited on
 // FMA latency: 3-4x slower at K <= 8).
-template <int KB, class T>
-inline void combine_rows(const T* a, int64_t a_stride, const T* B, int64_t ldb, int64_t N,
+template <int KB, class T, class BT>
+inline void combine_rows(const T* a, int64_t a_stride, const BT* B, int64_t ldb, int64_t N,
                          bool add, const T* bias, T* c) {
   using V = VecOf<T>;
   constexpr int W = V::kWidth, kUnroll = 4;  // independent vectors in flight
@@ -323,7 +323,7 @@ inline void combine_rows(const T* a, int64_t a_stride, const T* B, int64_t ldb, 
     V out[kUnroll];
     for (int u = 0; u < kUnroll; ++u) out[u] = initial(c, bias, add, j0 + u * W, W);
     for (int k = 0; k < KB; ++k) {
-      for (int u = 0; u < kUnroll; ++u) out[u] += coef[k] * V::load(B + k * ldb + j0 + u * W);
+      for (int u = 0; u < kUnroll; ++u) out[u] += coef[k] * load_n(B + k * ldb + j0 + u * W, W);
     }
     for (int u = 0; u < kUnroll; ++u) out[u].store(c + j0 + u * W);
   }
@@ -345,13 +345,14 @@ inline void with_constant(int n, F&& f) {
   }
 }
 
-// op(B) = B (row-major [K,N]), A any layout: each row of C is a combination of rows of B,
+// op(B) = B (row-major [K,N]; T, or 16-bit weights for T = float), A any layout: each row of C
+// is a combination of rows of B,
 // kKBlock of them per pass over the row, then the K % kKBlock left. The depth of the last pass
 // is dispatched once per product, not per row: walking down to it through one out-of-line
 // instantiation per level cost 8 calls per row when K = 1 (the weight gradients of a batch-1
 // step: LSTMCell H=128 backward 53 us, most of it in those calls; bench/kernels/NOTES.md).
-template <class T>
-void gemm_direct_combine(int64_t M, int64_t N, int64_t K, MatA<T> a, const T* B, int64_t ldb,
+template <class T, class BT>
+void gemm_direct_combine(int64_t M, int64_t N, int64_t K, MatA<T> a, const BT* B, int64_t ldb,
                          bool accumulate, T* C, int64_t ldc, const T* bias) {
   constexpr int kKBlock = 8;
   const int64_t full_end = K / kKBlock * kKBlock;
@@ -387,9 +388,10 @@ inline void direct_tile(int rows, int64_t K, const T* a, int64_t lda, const WT* 
   epilogue(acc);
 }
 
-// The same for B used as stored (row-major [K, *]): acc[r][0] = sum_k A[r][k] * b[k][0:nj].
-template <class T, class Epilogue>
-inline void direct_rows_tile(int rows, int64_t K, const T* a, int64_t lda, const T* b,
+// The same for B used as stored (row-major [K, *]; T, or 16-bit weights for T = float):
+// acc[r][0] = sum_k A[r][k] * b[k][0:nj].
+template <class T, class BT, class Epilogue>
+inline void direct_rows_tile(int rows, int64_t K, const T* a, int64_t lda, const BT* b,
                              int64_t ldb, int nj, Epilogue&& epilogue) {
   using V = VecOf<T>;
   V acc[tile_rows<1>()][1];

@@ -64,8 +64,9 @@ void forward(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args, int t
 }
 
 void backward(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int threads) {
-  FASTRNN_CHECK(!args.fwd.bf16_input && args.fwd.half_weights == HalfWeights::None,
-                "backward takes the forward's tensors in the problem's dtype");
+  FASTRNN_CHECK(!args.fwd.bf16_input, "backward takes no bfloat16 input");
+  FASTRNN_CHECK(args.fwd.half_weights == HalfWeights::None || takes_half_weights(desc, dtype),
+                "16-bit weights are not taken by these kernels for this call");
   with_dtype(dtype, [&](auto value) {
     with_cell(desc.cell, [&](auto cell) {
       Driver<decltype(value), decltype(cell)>(desc, threads).backward(args);

@@ -686,7 +686,8 @@ class Driver {
                            const T* reserve, const DirectionBuffers& buf, const StepChunk& chunk,
                            T* dc_run, bool first_chunk, int threads_here) const {
     const RnnForwardArgs& f = a.fwd;
-    const LayerWeights<T> w = layer_weights(f.weights, l, d);
+    const LayerWeightPtrs stored = layer_weight_ptrs(desc_, f.weights, l, d);
+    const LayerWeights<T> w(stored);  // its matrices are 16-bit in a half_weights call
     const int64_t ldy = D_ * O_, T_ = desc_.seq_len;
     const int64_t state = l * D_ + d;
     const bool reverse = d == 1;
@@ -733,8 +734,10 @@ class Driver {
           }
           barrier.wait();
         }
-        cell_backward_step(bs, off, first, u0, u1, gates, cells, dy_l + off * ldy + d * O_, ldy,
-                           cur, next, dc_run, direct ? nullptr : buf.w_proj, w.w_hr, buf);
+        with_weight(f, stored.w_hr, [&](auto w_hr) {
+          cell_backward_step(bs, off, first, u0, u1, gates, cells, dy_l + off * ldy + d * O_,
+                             ldy, cur, next, dc_run, direct ? nullptr : buf.w_proj, w_hr, buf);
+        });
         barrier.wait();  // dG of every unit is complete
         constexpr int MR = tile_rows<1>();
         for_each_tile<MR>(q0, q1, O_, bs, [&](int64_t q, int64_t p0, int np, int64_t r0, int rows) {
@@ -748,7 +751,9 @@ class Driver {
           };
           const T* dg_rows = buf.dgh + (off - first + r0) * GH_;
           if (direct) {
-            direct_rows_tile(rows, GH_, dg_rows, GH_, w.w_hh + p0, O_, np, dh_epilogue);
+            with_weight(f, stored.w_hh, [&](auto w_hh) {
+              direct_rows_tile(rows, GH_, dg_rows, GH_, w_hh + p0, O_, np, dh_epilogue);
+            });
           } else {
             tile<1>(rows, GH_, MatA<T>{dg_rows, GH_, 1}, buf.w_rec + q * GH_ * W, dh_epilogue);
           }
@@ -768,7 +773,7 @@ class Driver {
   void backward_gemms(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* x_l, T* dx_share,
                       const T* reserve, const DirectionBuffers& buf, const StepChunk& chunk,
                       bool accumulate, int threads) const {
-    const LayerWeights<T> w = layer_weights(a.fwd.weights, l, d);
+    const LayerWeightPtrs stored = layer_weight_ptrs(desc_, a.fwd.weights, l, d);
     const int64_t in_l = desc_.layer_input_size(l), state = l * D_ + d;
     const int64_t first = chunk.first, rows = chunk.count;
     const T* hh = reserve + layout_.hh(N_, l, d) + first * H_;
@@ -787,19 +792,26 @@ class Driver {
       gemm(Trans::Yes, Trans::No, P_, H_, rows, buf.dr, P_, hh, H_, accumulate, dw(k), H_,
            buf.pack, threads);
     }
-    if (dx_share) {
-      gemm(Trans::No, Trans::No, rows, in_l, GH_, buf.dgi, GH_, w.w_ih, in_l, false,
-           dx_share + first * in_l, in_l, buf.pack, threads);
+    if (dx_share && direct()) {  // gemm's few-row path, as gemm would; the weights may be 16-bit
+      with_weight(a.fwd, stored.w_ih, [&](auto w_ih) {
+        gemm_direct_combine(rows, in_l, GH_, MatA<T>{buf.dgi, GH_, 1}, w_ih, in_l, false,
+                            dx_share + first * in_l, in_l, static_cast<const T*>(nullptr));
+      });
+    } else if (dx_share) {
+      gemm(Trans::No, Trans::No, rows, in_l, GH_, buf.dgi, GH_, static_cast<const T*>(stored.w_ih),
+           in_l, false, dx_share + first * in_l, in_l, buf.pack, threads);
     }
   }
 
   // The cell's backward at one step for unit blocks [u0, u1): dG rows, dc in place and, for
   // GRU, the direct part of dh_{t-1} into next (the owner of unit j also owns column j of dh
   // when there is no projection). Rows of the chunk buffers are indexed from `first`.
-  // dhh comes from the packed w_proj, or straight from w_hr when w_proj is null (direct mode).
+  // dhh comes from the packed w_proj, or straight from w_hr (T or 16-bit) when w_proj is null
+  // (direct mode).
+  template <class WT>
   void cell_backward_step(int64_t bs, int64_t off, int64_t first, int64_t u0, int64_t u1,
                           const T* gates, const T* cells, const T* dy_rows, int64_t ldy,
-                          const T* cur, T* next, T* dc_run, const T* w_proj, const T* w_hr,
+                          const T* cur, T* next, T* dc_run, const T* w_proj, const WT* w_hr,
                           const DirectionBuffers& buf) const {
     const int64_t SH = S * H_;
     constexpr int MR = tile_rows<1>();

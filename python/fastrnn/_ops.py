@@ -233,13 +233,13 @@ def _scratch(like: Tensor, dtype: torch.dtype, elems: int):
 
 
 def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
-             proj_size, has_bias, keep_16bit: bool = False):
+             proj_size, has_bias, keep_16bit: Optional[str] = None):
     """What a native call needs: (native configuration, call context, sizes, compute dtype,
     contiguous tensors in the compute dtype).
 
-    With ``keep_16bit`` (a forward), 16-bit tensors stay 16-bit where the CPU kernels read them
-    as such (_kept_16bit); the context then ends with the native forward's bf16_input and
-    half_weights."""
+    With ``keep_16bit`` ("forward" or "backward"), 16-bit tensors stay 16-bit where the CPU
+    kernels read them as such (_kept_16bit); the context then ends with the native call's
+    flags: bf16_input and half_weights for a forward, half_weights for a backward."""
     _check_device(input)
     dtype = compute_dtype(input.dtype, "cuda" if input.is_cuda else "cpu", "fastrnn.rnn")
     sizes = _sizes(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers,
@@ -251,7 +251,7 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
         raise RuntimeError(f"PackedSequence batch_sizes sum to {native.rows} rows but "
                            f"its data has {sizes[2]} rows")
     input_dtype, weight_dtypes = dtype, [dtype] * len(weights)
-    kept = (_kept_16bit(input, weights, native, num_layers, sizes[5])
+    kept = (_kept_16bit(input, weights, native, num_layers, sizes[5], keep_16bit == "forward")
             if keep_16bit and (input.dtype in _HALF_WEIGHTS or weights[0].dtype in _HALF_WEIGHTS)
             else None)
     if kept is not None:
@@ -260,7 +260,8 @@ def _prepare(input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layer
             input_dtype = torch.bfloat16
         for i in indices:
             weight_dtypes[i] = weights[i].dtype
-        context = context + (bf16_input, half_weights)
+        context = context + ((bf16_input, half_weights) if keep_16bit == "forward"
+                             else (half_weights,))
     tensors = (_contiguous(input, input_dtype),
                [_contiguous(w, wd) for w, wd in zip(weights, weight_dtypes)],
                _contiguous(hx, dtype), _contiguous(cx, dtype),
@@ -272,22 +273,23 @@ _HALF_WEIGHTS = {torch.bfloat16: _C.HalfWeights.bfloat16, torch.float16: _C.Half
 
 
 def _kept_16bit(input: Tensor, weights: List[Tensor], native: _Native, num_layers: int,
-                directions: int):
+                directions: int, bf16_input_ok: bool):
     """What of a forward's 16-bit tensors the CPU kernels read as they are, as (bf16_input,
     half_weights, indices of the weights kept), or None for nothing (everything is widened).
     Only tensors that are 16-bit already are kept: a float32 weight is never rounded.
 
-    - bf16_input: a bfloat16 input and each direction's weight_ih_l0 (which leads the weights of
-      its (layer 0, direction) in the flat list), multiplied with AVX-512 BF16 when the weights
-      are packed (exact products, float32 sums: the float32 kernels' result on the widened
-      values at twice their rate).
+    - bf16_input (forward, ``bf16_input_ok``): a bfloat16 input and each direction's
+      weight_ih_l0 (which leads the weights of its (layer 0, direction) in the flat list),
+      multiplied with AVX-512 BF16 when the weights are packed (exact products, float32 sums:
+      the float32 kernels' result on the widened values at twice their rate).
     - half_weights: every weight matrix, all bfloat16 or all float16 (the biases are widened),
       read straight from these tensors by the direct products of a handful of rows (a streamed
-      step), which widen each weight as they load it: the widened call's result (up to which
-      multiply-adds the compiler fuses), without converting the weights per call."""
+      step), forward and backward, which widen each weight as they load it: the widened call's
+      result (up to which multiply-adds the compiler fuses), without converting the weights per
+      call."""
     if native.module is not _C:
         return None
-    if input.dtype == torch.bfloat16:
+    if bf16_input_ok and input.dtype == torch.bfloat16:
         per_direction = len(weights) // (num_layers * directions)
         first_w_ih = range(0, directions * per_direction, per_direction)
         if (all(weights[i].dtype == torch.bfloat16 for i in first_w_ih)
@@ -330,7 +332,7 @@ def _forward(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opt
     out_dtype = input.dtype
     native, context, (T, B, N, H, O, D), dtype, tensors = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
-        proj_size, has_bias, keep_16bit=True)
+        proj_size, has_bias, keep_16bit="forward")
     shapes = _result_shapes((T, B, N, H, O, D), batch_sizes is not None, cell, num_layers)
     output, hy, cy, reserve = _run_forward(native, context, tensors, shapes, dtype, keep_reserve)
     if cy is None:  # the op returns a tensor in every position
@@ -721,7 +723,7 @@ def _backward(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_
     in_dtype, weight_dtypes = input.dtype, [w.dtype for w in weights]
     native, context, (T, B, N, H, O, D), dtype, (input, weights, hx, cx, masks) = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
-        proj_size, has_bias)
+        proj_size, has_bias, keep_16bit="backward")
     # What only direct callers of the op can get wrong: autograd passes what forward made.
     if reserve.numel() != N * native.reserve_per_row:
         raise RuntimeError(f"fastrnn.rnn_backward: the reserve has {reserve.numel()} elements, "
@@ -737,7 +739,7 @@ def _backward(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_
     grad_input = torch.empty_like(input) if input_grad or input.is_cuda else None
     grad_hx = input.new_empty(num_layers * D, B, O)
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
-    grad_weights = [torch.empty_like(w) for w in weights]
+    grad_weights = [torch.empty_like(w, dtype=dtype) for w in weights]  # (w may be 16-bit)
     # scratch owns the workspace's memory until this function returns
     scratch, workspace = _scratch(input, dtype, native.workspace_elems(_C.Pass.Backward))
     native.backward(context, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),

@@ -103,7 +103,8 @@ enum class Pass { Forward, Inference, Backward };
 int64_t reserve_elems_per_row(const RnnDesc& desc);
 int64_t workspace_elems(const RnnDesc& desc, Pass pass, DType dtype);
 
-// How a CPU float32 forward's weight matrices are stored (RnnForwardArgs::half_weights).
+// How a CPU float32 call's weight matrices are stored (RnnForwardArgs::half_weights; backward
+// reads it from RnnBackwardArgs::fwd).
 enum class HalfWeights : int { None = 0, Bfloat16 = 1, Float16 = 2 };
 
 struct RnnForwardArgs {
