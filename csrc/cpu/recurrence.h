@@ -113,10 +113,10 @@ class Driver {
 #endif
   }
 
-  // Whether forward takes every weight matrix in bfloat16 or float16 (RnnForwardArgs::
-  // half_weights): for float32 in direct mode, whose products read the weights straight from the
-  // caller's tensors (widening each as it is loaded, exactly), so that a streamed 16-bit step
-  // reads half the bytes and nothing converts the weights per call.
+  // Whether forward and backward take every weight matrix in bfloat16 or float16
+  // (RnnForwardArgs::half_weights): for float32 in direct mode, whose products read the weights
+  // straight from the caller's tensors (widening each as it is loaded, exactly), so that a
+  // streamed 16-bit step reads half the bytes and nothing converts the weights per call.
   static bool takes_half_weights(const RnnDesc& desc) {
     return std::is_same_v<T, float> && Driver(desc, 1).direct();
   }
@@ -325,7 +325,8 @@ class Driver {
   }
 
   // f(w) with the weight matrix w typed as stored: T, or bfloat16 or float16 in a half_weights
-  // forward (direct mode only: its products are the ones that take any of these types).
+  // call, forward or backward (direct mode only: its products are the ones that take any of
+  // these types).
   template <class F>
   static void with_weight(const RnnForwardArgs& a, const void* w, F&& f) {
     if constexpr (std::is_same_v<T, float>) {
