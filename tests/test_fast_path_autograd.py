@@ -181,3 +181,35 @@ def test_double_backward_raises_and_retain_graph_repeats():
     out = mod(x).sum()
     first = torch.autograd.grad(out, x, retain_graph=True)[0]
     assert torch.equal(first, torch.autograd.grad(out, x)[0]) and torch.equal(first, gx)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("requires", REQUIRES)
+@pytest.mark.parametrize("kind,case", [("module", m) for m in MODULES] + [("cell", c) for c in CELLS],
+                         ids=lambda v: v)
+def test_16bit_autograd_on_the_fast_path(kind, case, requires, dtype, general_calls):
+    """A 16-bit call over a handful of rows takes the fast path with autograd too (the kernels
+    read its 16-bit weights, forward and backward; the plan widens and rounds the rest): the
+    general path's results and gradients, bit for bit, in the module's dtype."""
+    is_cell = kind == "cell"
+    torch_cls, kwargs = CELLS[case] if is_cell else MODULES[case]
+    _, mod = make_pair(torch_cls, I, H, **kwargs)
+    mod = mod.to(dtype)
+    if is_cell:
+        x, hx = torch.randn(3, I, dtype=dtype), torch.randn(3, H, dtype=dtype)
+        if torch_cls is nn.LSTMCell:
+            hx = (hx, torch.randn(3, H, dtype=dtype))
+    else:
+        D = 2 if mod.bidirectional else 1
+        x = torch.randn(2, 3, I, dtype=dtype)
+        hx = torch.randn(mod.num_layers * D, 3, mod.proj_size or H, dtype=dtype)
+        if torch_cls is nn.LSTM:
+            hx = (hx, torch.randn(mod.num_layers * D, 3, H, dtype=dtype))
+    general_calls.clear()
+    fast = run(mod, x, hx, requires, "all", fast=True)
+    assert general_calls == []
+    general = run(mod, x, hx, requires, "all", fast=False)
+    assert len(general_calls) == 1
+    for got_part, same_part in zip(fast, general):
+        for got, same in zip(got_part, same_part):
+            assert got.dtype == dtype and torch.equal(got, same)

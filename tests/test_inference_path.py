@@ -200,9 +200,9 @@ def test_streamed_steps_match_one_sequence(assert_close):
 @pytest.mark.parametrize("mode", list(MODULES))
 def test_16bit_module_inference_takes_the_fast_path_for_few_rows(mode, layers, bidirectional, T, B,
                                                                  dtype, general_calls):
-    """A 16-bit module's inference over a handful of rows (the kernels then read its 16-bit
-    weights themselves) takes the fast path, with the same bits as the same call with autograd
-    (the general path); more rows, and any call with autograd, take the general path."""
+    """A 16-bit module's call over a handful of rows (the kernels then read its 16-bit weights
+    themselves) takes the fast path, with autograd too (tests/test_fast_path_autograd.py has
+    the gradients), the same bits either way; more rows take the general path."""
     torch_cls, extra = MODULES[mode]
     _, mod = make_pair(torch_cls, I, H, num_layers=layers, bidirectional=bidirectional, **extra)
     mod = mod.to(dtype)
@@ -212,7 +212,7 @@ def test_16bit_module_inference_takes_the_fast_path_for_few_rows(mode, layers, b
     few_rows = T * (B or 1) <= 8
     assert len(general_calls) == (0 if few_rows else 1)
     trained = flat(mod(x, hx))
-    assert len(general_calls) == (1 if few_rows else 2)
+    assert len(general_calls) == (0 if few_rows else 2)
     for a, c in zip(fast, trained):
         assert a.dtype == dtype and not a.requires_grad
         assert torch.equal(a, c.detach())
@@ -233,6 +233,6 @@ def test_16bit_cell_inference_takes_the_fast_path(cell, dtype, general_calls):
         fast = as_list(mod(x, hx))
     assert general_calls == []
     trained = as_list(mod(x, hx))
-    assert len(general_calls) == 1
+    assert general_calls == []
     for a, c in zip(fast, trained):
         assert a.dtype == dtype and torch.equal(a, c.detach())

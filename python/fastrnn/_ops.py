@@ -379,9 +379,10 @@ class StreamPlan:
     same layouts: ``state_shapes`` (h0, c0) as the caller passes them, ``result_shapes``
     (output, hy, cy), output None for a cell (which returns hy), cy None unless LSTM.
 
-    A float16 or bfloat16 plan (``half``) serves inference only, where the kernels read the
-    16-bit weight matrices themselves (a handful of rows, see _kept_16bit): it widens the input,
-    states and biases, and rounds the results."""
+    A float16 or bfloat16 plan (``half``) exists where the kernels read the 16-bit weight
+    matrices themselves, forward and backward (a handful of rows, see _kept_16bit): it widens the
+    input, states, biases and incoming gradients, and rounds the results and gradients, as the
+    general path does."""
 
     __slots__ = ("_desc", "_dtype", "_workspace_bytes", "_reserve_elems", "_weights",
                  "_state_shapes", "_result_shapes", "_transposed", "dtype", "half")
@@ -440,14 +441,9 @@ class StreamPlan:
             input = input.transpose(0, 1)
         if not input.is_contiguous():
             input = input.contiguous()
-        grad = torch.is_grad_enabled() and (
-            input.requires_grad or any(w.requires_grad for w in weights)
-            or (h0 is not None and h0.requires_grad) or (c0 is not None and c0.requires_grad))
-        if self.half is not None:
-            if grad:  # 16-bit training takes the general path
-                return None
-            output, hy, cy = self._half_forward(input, weights, h0, c0)
-        elif grad:
+        if torch.is_grad_enabled() and (
+                input.requires_grad or any(w.requires_grad for w in weights)
+                or (h0 is not None and h0.requires_grad) or (c0 is not None and c0.requires_grad)):
             output, hy, cy = _PlannedRnn.apply(self, input, h0, c0, *weights)
         else:
             output, hy, cy, _ = self.forward(input, weights, h0, c0, keep_reserve=False)
@@ -455,21 +451,22 @@ class StreamPlan:
             output = output.transpose(0, 1)
         return output, hy, cy
 
-    def _half_forward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
-                      c0: Optional[Tensor]):
-        """(output, hy, cy) of a 16-bit plan's inference pass, in the plan's dtype."""
-        widen = _float_or_none
-        output, hy, cy, _ = self.forward(
-            input.float(), [w if w.dim() == 2 else w.float() for w in weights], widen(h0),
-            widen(c0), keep_reserve=False)
-        dtype = self.dtype
-        return (None if output is None else output.to(dtype), hy.to(dtype),
-                None if cy is None else cy.to(dtype))
-
     def forward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
                 c0: Optional[Tensor], keep_reserve: bool):
         """(output, hy, cy, reserve) of the native forward on time-major contiguous input;
-        output None for a cell, reserve None unless kept."""
+        output None for a cell, reserve None unless kept (float32 in a 16-bit plan)."""
+        if self.half is None:
+            return self._native_forward(input, weights, h0, c0, keep_reserve)
+        output, hy, cy, reserve = self._native_forward(
+            input.float(), _widened_biases(weights), _float_or_none(h0), _float_or_none(c0),
+            keep_reserve)
+        dtype = self.dtype
+        return _to_or_none(output, dtype), hy.to(dtype), _to_or_none(cy, dtype), reserve
+
+    def _native_forward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
+                        c0: Optional[Tensor], keep_reserve: bool):
+        """forward() on tensors of the compute dtype (the weight matrices 16-bit in a 16-bit
+        plan)."""
         output_shape, hy_shape, cy_shape = self._result_shapes
         hy = input.new_empty(*hy_shape)
         # A cell's output is its hy (T = 1, one layer and direction, no projection): the core
@@ -499,6 +496,22 @@ class StreamPlan:
                 raise RuntimeError(f"{name} was replaced by a tensor of shape "
                                    f"{list(w.shape)} and dtype {w.dtype} between forward and "
                                    f"backward; expected {list(shape)}, {self.dtype}")
+        if self.half is None:
+            return self._native_backward(input, weights, h0, c0, reserve, grad_output, grad_hy,
+                                         grad_cy, input_grad)
+        widen = _float_or_none
+        grad_input, grad_h0, grad_c0, grad_weights = self._native_backward(
+            input.float(), _widened_biases(weights), widen(h0), widen(c0), reserve,
+            widen(grad_output), widen(grad_hy), widen(grad_cy), input_grad)
+        dtype = self.dtype
+        return (_to_or_none(grad_input, dtype), grad_h0.to(dtype), _to_or_none(grad_c0, dtype),
+                [g.to(w.dtype) for g, w in zip(grad_weights, weights)])
+
+    def _native_backward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
+                         c0: Optional[Tensor], reserve: Tensor, grad_output: Optional[Tensor],
+                         grad_hy: Optional[Tensor], grad_cy: Optional[Tensor], input_grad: bool):
+        """backward() on tensors of the compute dtype (the weight matrices 16-bit in a 16-bit
+        plan)."""
         output_shape, hy_shape, cy_shape = self._result_shapes
         if output_shape is None:
             # A cell's output is its hy, and the core adds dy and dhy at the last step: h_1's
@@ -509,16 +522,18 @@ class StreamPlan:
         grad_input = torch.empty_like(input) if input_grad else None
         grad_h0 = input.new_empty(*self._state_shapes[0])
         grad_c0 = None if cy_shape is None else input.new_empty(*self._state_shapes[1])
-        grad_weights = [torch.empty_like(w) for w in weights]
+        compute = input.dtype  # (the weights' own in a 16-bit plan)
+        grad_weights = [torch.empty_like(w, dtype=compute) for w in weights]
         # Named, so that they live until the native call returns.
-        dy, dhy, dcy = (_contiguous(g, self.dtype) for g in (grad_output, grad_hy, grad_cy))
+        dy, dhy, dcy = (_contiguous(g, compute) for g in (grad_output, grad_hy, grad_cy))
         scratch = _scratch_buffer(self._workspace_bytes[_C.Pass.Backward])
+        flags = () if self.half is None else (self.half,)
         _C.rnn_backward(self._desc, self._dtype, input.data_ptr(),
                         [w.data_ptr() for w in weights], _ptr(h0), _ptr(c0), [],
                         reserve.data_ptr(), dy.data_ptr(), _ptr(dhy), _ptr(dcy),
                         _ptr(grad_input), grad_h0.data_ptr(), _ptr(grad_c0),
                         [g.data_ptr() for g in grad_weights], scratch.data_ptr(),
-                        torch.get_num_threads())
+                        torch.get_num_threads(), *flags)
         return grad_input, grad_h0, grad_c0, grad_weights
 
 
@@ -565,6 +580,16 @@ def stream_plan(*args, **kwargs) -> Optional[StreamPlan]:
 
 def _float_or_none(t: Optional[Tensor]) -> Optional[Tensor]:
     return None if t is None else t.float()
+
+
+def _to_or_none(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    return None if t is None else t.to(dtype)
+
+
+def _widened_biases(weights: List[Tensor]) -> List[Tensor]:
+    """A 16-bit stack's weights as its kernels take them: the matrices as they are, the biases
+    widened to float32."""
+    return [w if w.dim() == 2 else w.float() for w in weights]
 
 
 def _plain_state(t, shape, dtype: torch.dtype) -> Optional[Tensor]:
