@@ -1,7 +1,6 @@
 """Every CPU instruction-set path (generic, AVX2, AVX-512, AVX-512 BF16) against torch, on one
-machine: the
-kernels of each ISA are selected with fastrnn._C.set_cpu_isa (FASTRNN_CPU_ISA does the same for
-a whole process)."""
+machine: the kernels of each ISA are selected with fastrnn._C.set_cpu_isa (FASTRNN_CPU_ISA does
+the same for a whole process)."""
 
 import warnings
 

@@ -346,11 +346,11 @@ inline void with_constant(int n, F&& f) {
 }
 
 // op(B) = B (row-major [K,N]; T, or 16-bit weights for T = float), A any layout: each row of C
-// is a combination of rows of B,
-// kKBlock of them per pass over the row, then the K % kKBlock left. The depth of the last pass
-// is dispatched once per product, not per row: walking down to it through one out-of-line
-// instantiation per level cost 8 calls per row when K = 1 (the weight gradients of a batch-1
-// step: LSTMCell H=128 backward 53 us, most of it in those calls; bench/kernels/NOTES.md).
+// is a combination of rows of B, kKBlock of them per pass over the row, then the K % kKBlock
+// left. The depth of the last pass is dispatched once per product, not per row: walking down
+// to it through one out-of-line instantiation per level cost 8 calls per row when K = 1 (the
+// weight gradients of a batch-1 step: LSTMCell H=128 backward 53 us, most of it in those
+// calls; bench/kernels/NOTES.md).
 template <class T, class BT>
 void gemm_direct_combine(int64_t M, int64_t N, int64_t K, MatA<T> a, const BT* B, int64_t ldb,
                          bool accumulate, T* C, int64_t ldc, const T* bias) {

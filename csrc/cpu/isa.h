@@ -22,7 +22,7 @@ struct RnnKernels {
   int64_t (*workspace_elems)(const RnnDesc&, Pass, DType);
   // Whether forward accepts RnnForwardArgs::bf16_input for this configuration.
   bool (*takes_bf16_input)(const RnnDesc&, DType);
-  // Whether forward accepts RnnForwardArgs::half_weights for this configuration.
+  // Whether forward and backward accept RnnForwardArgs::half_weights for this configuration.
   bool (*takes_half_weights)(const RnnDesc&, DType);
   void (*forward)(const RnnDesc&, DType, const RnnForwardArgs&, int threads);
   void (*backward)(const RnnDesc&, DType, const RnnBackwardArgs&, int threads);

@@ -274,7 +274,7 @@ _HALF_WEIGHTS = {torch.bfloat16: _C.HalfWeights.bfloat16, torch.float16: _C.Half
 
 def _kept_16bit(input: Tensor, weights: List[Tensor], native: _Native, num_layers: int,
                 directions: int, bf16_input_ok: bool):
-    """What of a forward's 16-bit tensors the CPU kernels read as they are, as (bf16_input,
+    """What of a call's 16-bit tensors the CPU kernels read as they are, as (bf16_input,
     half_weights, indices of the weights kept), or None for nothing (everything is widened).
     Only tensors that are 16-bit already are kept: a float32 weight is never rounded.
 
@@ -522,7 +522,7 @@ class StreamPlan:
         grad_input = torch.empty_like(input) if input_grad else None
         grad_h0 = input.new_empty(*self._state_shapes[0])
         grad_c0 = None if cy_shape is None else input.new_empty(*self._state_shapes[1])
-        compute = input.dtype  # (the weights' own in a 16-bit plan)
+        compute = input.dtype  # float32 in a 16-bit plan, whose weight matrices stay 16-bit
         grad_weights = [torch.empty_like(w, dtype=compute) for w in weights]
         # Named, so that they live until the native call returns.
         dy, dhy, dcy = (_contiguous(g, compute) for g in (grad_output, grad_hy, grad_cy))

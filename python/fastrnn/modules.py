@@ -90,7 +90,7 @@ def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
 def _outside_fast_path(input) -> bool:
     """True unless ``input`` is a plain CPU tensor of a dtype the fast path plans for and nothing
     needs the general path: no autocast, compile, tracing or functorch transform (see
-    _FastRNNBase._stream; 16-bit plans serve inference only, see _ops.StreamPlan)."""
+    _FastRNNBase._stream; 16-bit plans exist for a handful of rows only, see _ops.StreamPlan)."""
     dtype = input.dtype if type(input) is Tensor else None  # (identity tests: cheaper than `in`)
     return (dtype is None or not input.is_cpu
             or (dtype is not torch.float32 and dtype is not torch.float64
