@@ -50,6 +50,9 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("total_rows", &RnnDesc::total_rows)
       .def_property_readonly("reserve_elems_per_row",
                              [](const RnnDesc& d) { return reserve_elems_per_row(d); })
+      .def_property_readonly(
+          "reserve_block_widths", [](const RnnDesc& d) { return ReserveLayout(d).block_widths(); },
+          "Widths of the reserve's [N, width] blocks, in their order (rnn.h, ReserveLayout)")
       .def("workspace_elems", &workspace_elems, py::arg("pass_"), py::arg("dtype"));
 
   m.def("cpu_isa", [] { return cpu::isa_name(cpu::active_isa()); },

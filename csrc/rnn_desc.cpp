@@ -111,6 +111,17 @@ int64_t ReserveLayout::layer_out(int64_t N, int64_t l) const {
   return N * (L_ * D_ * per_ld_w_ + l * D_ * O_);
 }
 
+std::vector<int64_t> ReserveLayout::block_widths() const {
+  std::vector<int64_t> widths;
+  for (int64_t ld = 0; ld < L_ * D_; ++ld) {
+    for (int64_t w : {gates_w_, cell_w_, hh_w_}) {
+      if (w > 0) widths.push_back(w);
+    }
+  }
+  widths.insert(widths.end(), L_, D_ * O_);
+  return widths;
+}
+
 int64_t reserve_elems_per_row(const RnnDesc& desc) { return ReserveLayout(desc).per_row(); }
 
 LayerWeightPtrs layer_weight_ptrs(const RnnDesc& desc, const std::vector<const void*>& flat,

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from . import _C
+from ._batching import fold_rows, per_sample, reserve_folded, reserve_per_sample, unfold_rows
 from ._backend import compute_dtype, cuda_module, native_dtype
 
 __all__ = ["rnn", "run_rnn", "StreamPlan", "recording", "capturing", "rnn_backward",
@@ -127,10 +128,18 @@ def _desc_fields(sizes, input_size, cell, num_layers, proj_size, has_bias, batch
             () if batch_sizes is None else tuple(batch_sizes.tolist()))
 
 
-def _reserve_per_row(cell, num_layers, bidirectional, input_size, hidden, proj_size, has_bias):
+def _rowless_desc(cell, num_layers, bidirectional, input_size, hidden, proj_size,
+                  has_bias) -> "_C.RnnDesc":
+    """A descriptor of no rows: what the reserve's layout per row depends on."""
     no_rows = (0, 0, 0, hidden, 0, 1 + bidirectional)  # (T, B, N, H, O, D): O is not read
-    fields = _desc_fields(no_rows, input_size, cell, num_layers, proj_size, has_bias, None)
-    return _C.RnnDesc(*fields).reserve_elems_per_row
+    return _C.RnnDesc(*_desc_fields(no_rows, input_size, cell, num_layers, proj_size, has_bias,
+                                    None))
+
+
+def _reserve_per_row(*config) -> int:
+    """Reserve values per row of (cell, num_layers, bidirectional, input_size, hidden,
+    proj_size, has_bias)."""
+    return _rowless_desc(*config).reserve_elems_per_row
 
 
 def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
@@ -815,32 +824,34 @@ def _rnn_setup_context(ctx, inputs, output):
     ctx.save_for_backward(*saved)
 
 
-def _rnn_grads(ctx, grad_output, grad_hy, grad_cy, run_backward, input_grad: bool):
-    """Gradients of ``rnn``'s inputs, in its argument order, through ``run_backward`` (the
-    ``rnn_backward`` op, or its implementation when no dispatcher is involved); the input's
-    gradient None, and not computed, unless ``input_grad``."""
-    saved = [functorch_unwrapped(t) for t in ctx.saved_tensors]
-    grad_output, grad_hy, grad_cy = (functorch_unwrapped(g)
-                                     for g in (grad_output, grad_hy, grad_cy))
-    input, reserve = saved[:2]
-    weights = saved[2:2 + ctx.num_weights]
-    rest = saved[2 + ctx.num_weights:]
+def _backward_args(ctx, grad_output, grad_hy, grad_cy):
+    """rnn_backward's tensor arguments from what _rnn_setup_context saved and the incoming
+    gradients: (input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_output,
+    grad_hy, grad_cy), grad_output zeros where None, grad_cy None unless LSTM."""
+    input, reserve, *rest = ctx.saved_tensors
+    weights, rest = rest[:ctx.num_weights], rest[ctx.num_weights:]
     masks, rest = rest[:ctx.num_masks], rest[ctx.num_masks:]
     hx = rest.pop(0) if ctx.has_hx else None
     cx = rest.pop(0) if ctx.has_cx else None
     batch_sizes = rest.pop(0) if ctx.has_batch_sizes else None
-    cell = ctx.config[0]
     if grad_output is None:
         grad_output = input.new_zeros(ctx.output_shape)
+    return (input, weights, hx, cx, batch_sizes, masks, reserve, grad_output, grad_hy,
+            grad_cy if ctx.config[0] == "LSTM" else None)
+
+
+def _rnn_grads(ctx, grad_output, grad_hy, grad_cy, run_backward, input_grad: bool):
+    """Gradients of ``rnn``'s inputs, in its argument order, through ``run_backward`` (the
+    ``rnn_backward`` op, or its implementation when no dispatcher is involved); the input's
+    gradient None, and not computed, unless ``input_grad``."""
+    args = _backward_args(ctx, grad_output, grad_hy, grad_cy)
     with torch.no_grad():
-        grad_input, grad_hx, grad_cx, grad_weights = run_backward(
-            input, weights, hx, cx, batch_sizes, masks, reserve, grad_output, grad_hy,
-            grad_cy if cell == "LSTM" else None, *ctx.config, input_grad)
+        grad_input, grad_hx, grad_cx, grad_weights = run_backward(*args, *ctx.config, input_grad)
     return _first_order(
         (grad_input if input_grad else None, grad_weights, grad_hx if ctx.has_hx else None,
          grad_cx if ctx.has_cx else None, None, [None] * ctx.num_masks,
          None, None, None, None, None),
-        (*saved, grad_output, grad_hy, grad_cy))
+        (*ctx.saved_tensors, *args[7:]))
 
 
 def _rnn_backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
@@ -851,12 +862,22 @@ def _rnn_backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
 rnn.register_autograd(_rnn_backward, setup_context=_rnn_setup_context)
 
 
+def _reserve_widths(config, input_size: int, weights) -> List[int]:
+    """The reserve's block widths (rnn.h, ReserveLayout) of a call: config as _EagerRnn's."""
+    cell, num_layers, bidirectional, proj_size, has_bias = config[:5]
+    hidden = weights[1].shape[0] // CELL_GATES[cell]
+    return _rowless_desc(cell, num_layers, bidirectional, input_size, hidden, proj_size,
+                         has_bias).reserve_block_widths
+
+
 class _EagerRnn(torch.autograd.Function):
     """``rnn`` with its own autograd formula (_rnn_setup_context, _rnn_grads) for eager CPU calls,
     without the op's dispatch: torch.library's autograd wrapper re-checks and flattens the
     arguments on each call and in backward, ~100 us per call, far more than a streamed step's
-    kernels. Inputs: config (cell, num_layers, bidirectional, proj_size, has_bias, number of
-    weights), then input, hx, cx, batch_sizes, the weights and the dropout masks."""
+    kernels. It is also what functorch transforms get (run_rnn): it has the setup_context
+    staticmethod they need, a batching rule, and under them its backward is _EagerRnnBackward.
+    Inputs: config (cell, num_layers, bidirectional, proj_size, has_bias, number of weights),
+    then input, hx, cx, batch_sizes, the weights and the dropout masks."""
 
     @staticmethod
     def forward(config, input, hx, cx, batch_sizes, *weights_and_masks):
@@ -878,12 +899,119 @@ class _EagerRnn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
-        with below_functorch(_NO_DOUBLE_BACKWARD):
+        input_grad = ctx.needs_input_grad[1]
+        if torch._C._are_functorch_transforms_active():
+            grad_input, grad_weights, grad_hx, grad_cx = _functorch_grads(
+                ctx, grad_output, grad_hy, grad_cy, input_grad)
+        else:
             grad_input, grad_weights, grad_hx, grad_cx = _rnn_grads(
-                ctx, grad_output, grad_hy, grad_cy, _backward,
-                input_grad=ctx.needs_input_grad[1])[:4]
+                ctx, grad_output, grad_hy, grad_cy, _backward, input_grad)[:4]
         return (None, grad_input, grad_hx, grad_cx, None, *grad_weights,
                 *([None] * ctx.num_masks))
+
+    @staticmethod
+    def vmap(info, in_dims, config, input, hx, cx, batch_sizes, *weights_and_masks):
+        """torch.func.vmap's rule. Where the vmapped dimension is on the input, the states or
+        the dropout masks only (vmap over a model's inputs, per-sample gradients) and the input
+        is padded, it folds into the batch: one call over n times the rows. Vmapped weights (an
+        ensemble) or packed input: one call per sample. The reserve comes back per sample, as
+        _EagerRnnBackward's rule takes it."""
+        n, num_weights = info.batch_size, config[-1]
+        args = (config, input, hx, cx, batch_sizes, *weights_and_masks)
+        if batch_sizes is not None or any(d is not None for d in in_dims[5:5 + num_weights]):
+            return per_sample(_EagerRnn.apply, n, in_dims, args)
+        weights, masks = weights_and_masks[:num_weights], weights_and_masks[num_weights:]
+        input = fold_rows(input, in_dims[1], n)
+        output, hy, cy, reserve = _EagerRnn.apply(
+            config, input, fold_rows(hx, in_dims[2], n), fold_rows(cx, in_dims[3], n), None,
+            *weights, *(fold_rows(m, d, n) for m, d in zip(masks, in_dims[5 + num_weights:])))
+        lstm = config[0] == "LSTM"
+        reserve = reserve_per_sample(reserve, input.shape[0], n, input.shape[1] // n,
+                                     _reserve_widths(config, input.shape[-1], weights))
+        return ((unfold_rows(output, n), unfold_rows(hy, n), unfold_rows(cy, n) if lstm else cy,
+                 reserve), (1, 1, 1 if lstm else None, 0))
+
+
+def _functorch_grads(ctx, grad_output, grad_hy, grad_cy, input_grad: bool):
+    """_EagerRnn's (grad_input, grad_weights, grad_hx, grad_cx) under functorch transforms,
+    through _EagerRnnBackward; None where not needed."""
+    input, weights, hx, cx, batch_sizes, masks, reserve, dy, dhy, dcy = _backward_args(
+        ctx, grad_output, grad_hy, grad_cy)
+    weight_grad = any(ctx.needs_input_grad[5:5 + ctx.num_weights])
+    grad_input, grad_hx, grad_cx, *grad_weights = _EagerRnnBackward.apply(
+        (*ctx.config, len(weights), input_grad, weight_grad), input, reserve, hx, cx,
+        batch_sizes, dy, dhy, dcy, *weights, *masks)
+    return (grad_input if input_grad else None,
+            grad_weights if weight_grad else [None] * len(weights),
+            grad_hx if ctx.has_hx else None, grad_cx if ctx.has_cx else None)
+
+
+class _EagerRnnBackward(torch.autograd.Function):
+    """_EagerRnn's backward under functorch transforms, as a Function of its own so that each
+    transform's level handles it: the native backward runs on plain tensors below all of them
+    (torch.func.grad hands a backward tensors wrapped at its level, whose memory the native code
+    cannot read), vmap (per-sample gradients, torch.func.jacrev) calls its batching rule, and a
+    grad level records a node whose backward raises _NO_DOUBLE_BACKWARD, since a gradient of
+    these gradients would miss fastrnn's terms. Inputs: config (cell, num_layers,
+    bidirectional, proj_size, has_bias, number of weights, input_grad, weight_grad), input,
+    reserve, hx, cx, batch_sizes, grad_output, grad_hy, grad_cy, the weights and the dropout
+    masks. Returns grad_input, grad_hx, grad_cx and the weights' gradients, empty where not
+    asked for (input_grad, weight_grad; grad_cx unless LSTM)."""
+
+    @staticmethod
+    def forward(config, input, reserve, hx, cx, batch_sizes, grad_output, grad_hy, grad_cy,
+                *weights_and_masks):
+        cell, num_layers, bidirectional, proj_size, has_bias, num_weights, input_grad, \
+            weight_grad = config
+        weights = list(weights_and_masks[:num_weights])
+        grad_input, grad_hx, grad_cx, grad_weights = _backward(
+            input, weights, hx, cx, batch_sizes, list(weights_and_masks[num_weights:]), reserve,
+            grad_output, grad_hy, grad_cy, cell, num_layers, bidirectional, proj_size, has_bias,
+            input_grad)
+        if not weight_grad:
+            grad_weights = [input.new_empty(0) for _ in weights]
+        return (input.new_empty(0) if grad_input is None else grad_input, grad_hx, grad_cx,
+                *grad_weights)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(_NO_DOUBLE_BACKWARD)
+
+    @staticmethod
+    def vmap(info, in_dims, config, input, reserve, hx, cx, batch_sizes, grad_output, grad_hy,
+             grad_cy, *weights_and_masks):
+        """torch.func.vmap's rule: folded into the batch as _EagerRnn's rule does, where the
+        weights are the same for every sample and their gradients are not asked for (the native
+        backward sums those over the batch); otherwise one call per sample (per-sample
+        gradients of the weights, ensembles, packed input). The reserve comes per sample (from
+        _EagerRnn's rule) or once for all (jacrev: one forward, vmapped backward)."""
+        n, num_weights, input_grad, weight_grad = info.batch_size, *config[5:]
+        args = (config, input, reserve, hx, cx, batch_sizes, grad_output, grad_hy, grad_cy,
+                *weights_and_masks)
+        if (batch_sizes is not None or weight_grad
+                or any(d is not None for d in in_dims[9:9 + num_weights])):
+            return per_sample(_EagerRnnBackward.apply, n, in_dims, args)
+        weights, masks = weights_and_masks[:num_weights], weights_and_masks[num_weights:]
+        reserve_dim = in_dims[2]
+        reserve = reserve.expand(n, -1) if reserve_dim is None else reserve.movedim(reserve_dim, 0)
+        input = fold_rows(input, in_dims[1], n)
+        steps, batch = input.shape[0], input.shape[1] // n
+        grad_input, grad_hx, grad_cx, *grad_weights = _EagerRnnBackward.apply(
+            config, input,
+            reserve_folded(reserve, steps, n, batch,
+                           _reserve_widths(config, input.shape[-1], weights)),
+            *(fold_rows(t, d, n) for t, d in zip((hx, cx), in_dims[3:5])), None,
+            *(fold_rows(t, d, n) for t, d in zip((grad_output, grad_hy, grad_cy), in_dims[6:9])),
+            *weights, *(fold_rows(m, d, n) for m, d in zip(masks, in_dims[9 + num_weights:])))
+        lstm = config[0] == "LSTM"
+        return ((unfold_rows(grad_input, n) if input_grad else grad_input,
+                 unfold_rows(grad_hx, n), unfold_rows(grad_cx, n) if lstm else grad_cx,
+                 *grad_weights),
+                (1 if input_grad else None, 1, 1 if lstm else None, *[None] * num_weights))
 
 
 # ---- Autocast -------------------------------------------------------------------------------

@@ -75,6 +75,10 @@ class ReserveLayout {
   int64_t cell(int64_t N, int64_t l, int64_t d) const;
   int64_t hh(int64_t N, int64_t l, int64_t d) const;
   int64_t layer_out(int64_t N, int64_t l) const;
+  // Widths of the [N, width] blocks above in the order they are laid out, empty ones left out:
+  // what reorders the rows of a reserve (the batching rules of the Python package fold a
+  // vmapped dimension into the batch and back).
+  std::vector<int64_t> block_widths() const;
 
  private:
   int64_t ld_base(int64_t N, int64_t l, int64_t d) const;

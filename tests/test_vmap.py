@@ -1,0 +1,264 @@
+"""torch.func.vmap over fastrnn's modules and cells, and what is built on it: per-sample
+gradients (vmap of grad), torch.func.jacrev (vmap of the backward), ensembles (vmap over stacked
+weights). torch's own RNN modules have no batching rule; the references are torch's modules
+called once per sample (and torch.func.jacrev on torch's modules, which it can run).
+
+The batching rules fold the vmapped dimension into the batch where the weights are the same for
+every sample, and call once per sample otherwise: the tests count the native calls
+(``native_calls``) to hold each case to the way it should run.
+"""
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jacrev, stack_module_state, vmap
+from torch.nn.utils.rnn import pack_sequence
+
+import fastrnn
+from fastrnn import _ops
+from pairs import make_pair
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not (torch.cuda.is_available() and fastrnn.cuda_build_available()),
+    reason="needs a CUDA device and a build with the CUDA module"))]
+
+# (torch class, constructor arguments, keyword arguments); input_size 3, hidden_size 5.
+MODULES = {
+    "lstm_proj_bidir": (nn.LSTM, (3, 5), dict(num_layers=2, bidirectional=True, proj_size=2)),
+    "gru_batch_first": (nn.GRU, (3, 5), dict(num_layers=2, batch_first=True)),
+    "rnn_relu_bidir": (nn.RNN, (3, 5), dict(nonlinearity="relu", bidirectional=True)),
+    "lstm_cell": (nn.LSTMCell, (3, 5), {}),
+    "gru_cell": (nn.GRUCell, (3, 5), {}),
+    "rnn_cell": (nn.RNNCell, (3, 5), dict(bias=False)),
+}
+STEPS, BATCH, SAMPLES = 4, 2, 3
+
+
+@pytest.fixture
+def native_calls(monkeypatch):
+    """Counts the general path's native forwards and backwards (``_ops._forward``,
+    ``_ops._backward``): {"forward": n, "backward": n}."""
+    calls = {"forward": 0, "backward": 0}
+    for name in calls:
+        original = getattr(_ops, "_" + name)
+
+        def counting(*args, name=name, original=original, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(_ops, "_" + name, counting)
+    return calls
+
+
+def _pair(kind, device, dtype=torch.float64):
+    torch_cls, args, kwargs = MODULES[kind]
+    ref, mod = make_pair(torch_cls, *args, **kwargs)
+    return ref.to(device, dtype), mod.to(device, dtype)
+
+
+def _is_cell(kind):
+    return kind.endswith("_cell")
+
+
+def _sample(kind, device, dtype=torch.float64, batched=True):
+    """One sample's input: [T, B, 3] ([B, T, 3] batch_first, [T, 3] unbatched) for a module,
+    [B, 3] ([3]) for a cell."""
+    shape = ((BATCH,) if batched else ()) + (3,)
+    if not _is_cell(kind):
+        shape = ((BATCH, STEPS) if MODULES[kind][2].get("batch_first") else (STEPS, BATCH))[
+            :1 + batched] + (3,)
+    return torch.randn(*shape, dtype=dtype, device=device)
+
+
+def _state(kind, module, like):
+    """An initial state for ``module`` and one sample ``like`` (batched or not)."""
+    batch = (BATCH,) if like.dim() == (2 if _is_cell(kind) else 3) else ()
+    if _is_cell(kind):
+        h = like.new_zeros(*batch, module.hidden_size).normal_()
+        return (h, torch.randn_like(h)) if isinstance(module, nn.LSTMCell) else h
+    layers = module.num_layers * (2 if module.bidirectional else 1)
+    h = like.new_zeros(layers, *batch, module.proj_size or module.hidden_size).normal_()
+    if isinstance(module, nn.LSTM):
+        return h, like.new_zeros(layers, *batch, module.hidden_size).normal_()
+    return h
+
+
+def _flat(result):
+    """A module's or cell's result as a flat tuple of tensors."""
+    if isinstance(result, torch.Tensor):
+        return (result,)
+    return tuple(t for part in result for t in _flat(part))
+
+
+def _stacked(results):
+    return tuple(torch.stack(parts) for parts in zip(*results))
+
+
+def _weighted_sum(tensors):
+    """A loss that weighs every element differently, so each gradient entry is checked."""
+    return sum((t * torch.linspace(-1, 1, t.numel(), dtype=t.dtype, device=t.device)
+                .view_as(t)).sum() for t in tensors)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("kind", MODULES)
+def test_vmap_over_inputs_and_states_is_one_call(kind, batched, device, native_calls,
+                                                 assert_close):
+    ref, mod = _pair(kind, device)
+    xs = torch.stack([_sample(kind, device, batched=batched) for _ in range(SAMPLES)])
+    states = [_state(kind, ref, xs[0]) for _ in range(SAMPLES)]
+    hs = _stacked([_flat(s) for s in states])
+    # Inputs and states vmapped, then inputs vmapped with one state for all samples.
+    pack = (lambda h: tuple(h)) if isinstance(ref, (nn.LSTM, nn.LSTMCell)) else (lambda h: h[0])
+    got = vmap(lambda x, h: _flat(mod(x, pack(h))))(xs, hs)
+    want = _stacked([_flat(ref(x, s)) for x, s in zip(xs, states)])
+    assert native_calls["forward"] == 1
+    for g, w in zip(got, want, strict=True):
+        assert_close(g, w)
+    got = vmap(lambda x: _flat(mod(x, states[0])))(xs)
+    want = _stacked([_flat(ref(x, states[0])) for x in xs])
+    for g, w in zip(got, want, strict=True):
+        assert_close(g, w)
+    assert native_calls == {"forward": 2, "backward": 0}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", MODULES)
+def test_vmap_over_stacked_weights_runs_each_member(kind, device, native_calls, assert_close):
+    members = [_pair(kind, device) for _ in range(SAMPLES)]
+    params, buffers = stack_module_state([mod for _, mod in members])
+    x = _sample(kind, device)
+    got = vmap(lambda p, b: _flat(functional_call(members[0][1], (p, b), (x,))))(params, buffers)
+    want = _stacked([_flat(ref(x)) for ref, _ in members])
+    for g, w in zip(got, want, strict=True):
+        assert_close(g, w)
+    assert native_calls == {"forward": SAMPLES, "backward": 0}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", MODULES)
+def test_per_sample_gradients_match_torch(kind, device, native_calls, assert_close):
+    ref, mod = _pair(kind, device)
+    xs = torch.stack([_sample(kind, device) for _ in range(SAMPLES)])
+    params = {k: v.detach() for k, v in mod.named_parameters()}
+
+    def loss(params, x):
+        return _weighted_sum(_flat(functional_call(mod, params, (x,))))
+
+    got = vmap(grad(loss, argnums=(0, 1)), in_dims=(None, 0))(params, xs)
+    # One forward over all samples; per-sample weight gradients need a backward per sample.
+    assert native_calls == {"forward": 1, "backward": SAMPLES}
+    for i, x in enumerate(xs):
+        x = x.clone().requires_grad_()
+        names, leaves = zip(*ref.named_parameters())
+        want = torch.autograd.grad(_weighted_sum(_flat(ref(x))), (*leaves, x))
+        for name, w in zip(names, want):
+            assert_close(got[0][name][i], w)
+        assert_close(got[1][i], want[-1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", MODULES)
+def test_jacrev_matches_torch_and_is_one_backward(kind, device, native_calls, assert_close):
+    ref, mod = _pair(kind, device)
+    x = _sample(kind, device)
+    state = _state(kind, ref, x)
+    got = jacrev(lambda x, s: _flat(mod(x, s)), argnums=(0, 1))(x, state)
+    assert native_calls == {"forward": 1, "backward": 1}  # every cotangent in one backward
+    want = jacrev(lambda x, s: _flat(ref(x, s)), argnums=(0, 1))(x, state)
+    for g, w in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want),
+                    strict=True):
+        assert_close(g, w)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", MODULES)
+def test_grad_of_a_vmapped_call_matches_torch(kind, device, native_calls, assert_close):
+    ref, mod = _pair(kind, device)
+    xs = torch.stack([_sample(kind, device) for _ in range(SAMPLES)])
+    params = {k: v.detach() for k, v in mod.named_parameters()}
+
+    def loss(params, xs):
+        return _weighted_sum(vmap(lambda x: _flat(functional_call(mod, params, (x,))))(xs))
+
+    got = grad(loss, argnums=(0, 1))(params, xs)
+    assert native_calls == {"forward": 1, "backward": 1}
+    xs = xs.clone().requires_grad_()
+    names, leaves = zip(*ref.named_parameters())
+    want = torch.autograd.grad(_weighted_sum(_stacked([_flat(ref(x)) for x in xs])),
+                               (*leaves, xs))
+    for name, w in zip(names, want):
+        assert_close(got[0][name], w)
+    assert_close(got[1], want[-1])
+
+
+@pytest.mark.parametrize("kind", ["lstm_proj_bidir", "gru_batch_first", "lstm_cell"])
+def test_nested_vmaps_match_torch(kind, assert_close):
+    """Two vmapped dimensions: the rules nest (a folded call inside a folded call, the reserve
+    converted at each level), for forward, per-sample gradients and Jacobians."""
+    ref, mod = _pair(kind, "cpu")
+    xs = torch.stack([torch.stack([_sample(kind, "cpu") for _ in range(2)])
+                      for _ in range(SAMPLES)])
+    got = vmap(vmap(lambda x: _flat(mod(x))))(xs)
+    for i in range(SAMPLES):
+        for j in range(2):
+            for g, w in zip(got, _flat(ref(xs[i, j])), strict=True):
+                assert_close(g[i, j], w)
+    params = {k: v.detach() for k, v in mod.named_parameters()}
+
+    def loss(params, x):
+        return _weighted_sum(_flat(functional_call(mod, params, (x,))))
+
+    per_sample = vmap(vmap(grad(loss), in_dims=(None, 0)), in_dims=(None, 0))(params, xs)
+    jacobians = vmap(jacrev(lambda x: _flat(mod(x))))(xs[0])
+    for i in range(SAMPLES):
+        for j in range(2):
+            want = torch.autograd.grad(_weighted_sum(_flat(ref(xs[i, j]))),
+                                       list(ref.parameters()))
+            for (name, _), w in zip(ref.named_parameters(), want):
+                assert_close(per_sample[name][i, j], w)
+    for j in range(2):
+        want = jacrev(lambda x: _flat(ref(x)))(xs[0, j])
+        for g, w in zip(jacobians, want, strict=True):
+            assert_close(g[j], w)
+
+
+def test_vmap_over_stacked_weights_with_packed_input(native_calls, assert_close):
+    members = [_pair("lstm_proj_bidir", "cpu") for _ in range(SAMPLES)]
+    params, buffers = stack_module_state([mod for _, mod in members])
+    packed = pack_sequence([torch.randn(n, 3, dtype=torch.float64) for n in (4, 2, 1)])
+    got = vmap(lambda p, b: _flat(functional_call(members[0][1], (p, b), (packed,))[1]) +
+               (functional_call(members[0][1], (p, b), (packed,))[0].data,))(params, buffers)
+    for i, (ref, _) in enumerate(members):
+        output, hidden = ref(packed)
+        for g, w in zip(got, _flat(hidden) + (output.data,), strict=True):
+            assert_close(g[i], w)
+    assert native_calls == {"forward": 2 * SAMPLES, "backward": 0}
+
+
+def test_vmap_dropout_follows_the_randomness_mode():
+    """Dropout masks come from torch's RNG inside the vmapped function: the same masks for
+    every sample with randomness="same", each its own with "different", an error by default,
+    as torch's own dropout under vmap."""
+    mod = fastrnn.GRU(3, 5, num_layers=3, dropout=0.5)
+    xs = torch.randn(STEPS, BATCH, 3).expand(SAMPLES, STEPS, BATCH, 3)
+    same = vmap(lambda x: mod(x)[0], randomness="same")(xs)
+    assert all(torch.equal(same[0], s) for s in same[1:])
+    different = vmap(lambda x: mod(x)[0], randomness="different")(xs)
+    assert not all(torch.equal(different[0], d) for d in different[1:])
+    with pytest.raises(RuntimeError, match="randomness"):
+        vmap(lambda x: mod(x)[0])(xs)
+    per_sample = vmap(grad(lambda x: mod(x)[0].sum()), randomness="different")(xs)
+    assert per_sample.shape == xs.shape and torch.isfinite(per_sample).all()
+
+
+def test_second_order_under_vmap_raises():
+    """jacrev of jacrev (a Hessian) differentiates fastrnn's backward, which has no derivative:
+    it raises rather than leaving fastrnn's terms out."""
+    lstm = fastrnn.LSTM(3, 4).double()
+    x = torch.randn(STEPS, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="double backward"):
+        jacrev(jacrev(lambda x: lstm(x)[0].sum(0)))(x)
