@@ -1,17 +1,17 @@
 """torch.func.vmap over fastrnn's modules and cells, and what is built on it: per-sample
 gradients (vmap of grad), torch.func.jacrev (vmap of the backward), ensembles (vmap over stacked
 weights). torch's own RNN modules have no batching rule; the references are torch's modules
-called once per sample (and torch.func.jacrev on torch's modules, which it can run).
+called once per sample (and torch.func.jacrev on torch's modules, which it can run). The CTC
+losses are held to torch's ``F.ctc_loss`` called per sample the same way.
 
 The batching rules fold the vmapped dimension into the batch where the weights are the same for
 every sample, and call once per sample otherwise: the tests count the native calls
 (``native_calls``) to hold each case to the way it should run.
 """
 
-import functools
-
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jacrev, stack_module_state, vmap
 from torch.nn.utils.rnn import pack_sequence
@@ -262,3 +262,73 @@ def test_second_order_under_vmap_raises():
     x = torch.randn(STEPS, 3, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="double backward"):
         jacrev(jacrev(lambda x: lstm(x)[0].sum(0)))(x)
+
+
+# ------------------------------------------------------------------------------------------
+# CTC losses
+
+CTC_T, CTC_C, CTC_S = 6, 5, 3
+
+
+def _ctc_reference(log_probs, targets, input_lengths, target_lengths, reduction, from_logits):
+    if from_logits:
+        log_probs = log_probs.log_softmax(-1)
+    return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, reduction=reduction)
+
+
+def _ctc_samples(device, batched=True):
+    """SAMPLES problems, each its own targets and lengths: (inputs [n, T, B, C] ([n, T, C]
+    unbatched), padded targets, input lengths, target lengths)."""
+    batch = (BATCH,) if batched else ()
+    inputs = torch.randn(SAMPLES, CTC_T, *batch, CTC_C, dtype=torch.float64, device=device)
+    targets = torch.randint(1, CTC_C, (SAMPLES, *batch, CTC_S), device=device)
+    input_lengths = torch.randint(CTC_T - 2, CTC_T + 1, (SAMPLES, *batch), device=device)
+    # Unbatched, torch takes the targets as concatenated: as long as the target, exactly.
+    target_lengths = (torch.randint(0, CTC_S + 1, (SAMPLES, *batch), device=device) if batched
+                      else torch.full((SAMPLES,), CTC_S, device=device))
+    return inputs, targets, input_lengths, target_lengths
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_ctc_vmap_and_per_sample_gradients_match_torch(from_logits, reduction, batched, device,
+                                                      assert_close):
+    """Each sample with its own targets and lengths (the longest target differs from sample to
+    sample, which torch's own vmap of grad through F.ctc_loss cannot do)."""
+    ours = fastrnn.ctc_loss_from_logits if from_logits else fastrnn.ctc_loss
+    inputs, *rest = _ctc_samples(device, batched)
+    if not from_logits:
+        inputs = inputs.log_softmax(-1)
+
+    def loss(x, targets, input_lengths, target_lengths):
+        return ours(x, targets, input_lengths, target_lengths, reduction=reduction)
+
+    got = vmap(loss)(inputs, *rest)
+    got_grads = vmap(grad(lambda *args: loss(*args).sum()))(inputs, *rest)
+    inputs = inputs.clone().requires_grad_()
+    want = torch.stack([_ctc_reference(*sample, reduction, from_logits)
+                        for sample in zip(inputs, *rest)])
+    assert_close(got, want.detach())
+    assert_close(got_grads, torch.autograd.grad(want.sum(), inputs)[0])
+
+
+# torch's jacrev through F.ctc_loss takes its vmap fallback, and says so.
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_ctc_jacrev_matches_torch(from_logits, device, assert_close):
+    ours = fastrnn.ctc_loss_from_logits if from_logits else fastrnn.ctc_loss
+    x, targets, input_lengths, target_lengths = (t[0] for t in _ctc_samples(device))
+    got = jacrev(lambda x: ours(x, targets, input_lengths, target_lengths, reduction="none"))(x)
+    want = jacrev(lambda x: _ctc_reference(x, targets, input_lengths, target_lengths, "none",
+                                           from_logits))(x)
+    assert_close(got, want)
+
+
+def test_ctc_second_order_under_vmap_raises():
+    x, targets, input_lengths, target_lengths = (t[0] for t in _ctc_samples("cpu"))
+    with pytest.raises(RuntimeError, match="double backward"):
+        jacrev(jacrev(lambda x: fastrnn.ctc_loss_from_logits(x, targets, input_lengths,
+                                                             target_lengths)))(x)

@@ -54,11 +54,13 @@ def reserve_folded(reserve: Tensor, steps: int, n: int, batch: int,
 
 
 def per_sample(apply: Callable, n: int, in_dims: Sequence[Optional[int]], args: Sequence):
-    """(results, out_dims) of one ``apply(*args)`` per sample, each tensor result stacked along
-    a new dimension 0. Arguments that are not tensors pass as they are (vmap gives them in_dims
-    shaped like them, of None)."""
+    """(results, out_dims) of one ``apply(*args)`` per sample: a tensor result, or each of a
+    tuple's, stacked along a new dimension 0. Arguments that are not tensors pass as they are
+    (vmap gives them in_dims shaped like them, of None)."""
     results = [apply(*(a.select(d, i) if isinstance(a, Tensor) and d is not None else a
                        for a, d in zip(args, in_dims)))
                for i in range(n)]
+    if isinstance(results[0], Tensor):
+        return torch.stack(results), 0
     stacked = tuple(torch.stack(r) for r in zip(*results))
     return stacked, (0,) * len(stacked)

@@ -8,7 +8,7 @@ functorch) go through a ``StreamPlan``, which checks and runs them with the leas
 (``_PlannedRnn`` under autograd); every other call goes through ``run_rnn``, which takes the op
 only where the dispatcher is needed (compile, export, jit.trace, tensor subclasses, CUDA, meta)
 and otherwise runs the same implementation and autograd formula without it (``_EagerRnn``, or
-no autograd at all; functorch transforms always get ``_EagerRnn``, see ``below_functorch``).
+no autograd at all; functorch transforms always get ``_EagerRnn``, which has batching rules).
 The modules check their arguments as torch does before calling; the op itself checks every
 shape the native core computes addresses from (``_sizes``), which is what a weight replaced
 through ``param.data`` or a direct caller can get wrong.
@@ -16,7 +16,6 @@ through ``param.data`` or a direct caller can get wrong.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 from typing import List, Optional, Tuple
@@ -29,7 +28,7 @@ from ._batching import fold_rows, per_sample, reserve_folded, reserve_per_sample
 from ._backend import compute_dtype, cuda_module, native_dtype
 
 __all__ = ["rnn", "run_rnn", "StreamPlan", "recording", "capturing", "rnn_backward",
-           "CELL_GATES", "weight_shapes", "below_functorch", "functorch_unwrapped"]
+           "CELL_GATES", "weight_shapes"]
 
 # Gates per cell (G): rows of W_ih / W_hh are G * hidden_size.
 CELL_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
@@ -626,31 +625,6 @@ _NO_DOUBLE_BACKWARD = ("fastrnn: double backward (the gradient of a gradient) th
                        "fastrnn.rnn is not supported")
 
 
-def functorch_unwrapped(t: Optional[Tensor]) -> Optional[Tensor]:
-    """``t`` without torch.func.grad's wrapper (see below_functorch)."""
-    if t is None or not torch._C._functorch.is_gradtrackingtensor(t):
-        return t
-    return torch._C._functorch.get_unwrapped(t)
-
-
-@contextlib.contextmanager
-def below_functorch(refusal: str):
-    """Where the backward of an autograd.Function that functorch transforms reach runs (the
-    ops' own torch.library autograd lacks the setup_context staticmethod functorch requires,
-    pytorch/pytorch#168393). torch.func.grad calls it at its own level, on tensors wrapped at
-    that level (whose memory the native code cannot read) and wrapping what it creates: the
-    native backward runs below the level, on the unwrapped tensors (functorch_unwrapped), its
-    results plain tensors, which the level takes as they are. Under a second transform (a
-    gradient of a gradient) that would drop the outer one's terms: RuntimeError(refusal)."""
-    if not torch._C._are_functorch_transforms_active():
-        yield
-        return
-    with torch._functorch.pyfunctorch.temporarily_pop_interpreter_stack():
-        if torch._C._are_functorch_transforms_active():
-            raise RuntimeError(refusal)
-        yield
-
-
 def _first_order(grads, computed_from):
     """What a backward returns, ``grads`` (tensors, None, lists of them) computed without a
     graph. When autograd records the backward (create_graph=True, which torch.func.grad always
@@ -699,8 +673,8 @@ def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opti
     a chunk of steps, not the whole sequence). functorch transforms get _EagerRnn on any device:
     the autograd.Function torch.library builds for the op lacks the setup_context staticmethod
     they require (pytorch/pytorch#168393), so torch.func.grad through the op fails, and
-    torch.func.jvp through it returns zero tangents; _EagerRnn has one, and no jvp or vmap rule,
-    so those two raise instead."""
+    torch.func.jvp through it returns zero tangents; _EagerRnn has one, and batching rules for
+    vmap, and no jvp rule, so jvp raises instead."""
     args = (input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
             proj_size, has_bias)
     tensors = (input, hx, cx, *weights)

@@ -5,8 +5,8 @@ logits and applies ``log_softmax`` over classes inside the kernel: no (T, B, C) 
 tensor is stored for backward, and the gradient it returns is the gradient w.r.t. the logits.
 
 Both are ``torch.library`` custom ops (``fastrnn::ctc_loss``, ``fastrnn::ctc_loss_backward``) with
-fake kernels and registered autograd; functorch transforms (torch.func.grad) go through
-_FunctorchCtc instead. CPU tensors run the native core (``fastrnn._C``), CUDA tensors
+fake kernels and registered autograd; functorch transforms (torch.func.grad, vmap, jacrev) go
+through _FunctorchCtc instead. CPU tensors run the native core (``fastrnn._C``), CUDA tensors
 the CUDA module (``fastrnn._cuda``, imported on first use).
 
 Differences from torch, all stricter or safer:
@@ -33,7 +33,8 @@ from torch import Tensor
 from . import _C
 from ._backend import cuda_module, native_dtype
 from ._compile import refuse_torchscript
-from ._ops import autocast_dtype, below_functorch, functorch_unwrapped, recording
+from ._batching import per_sample
+from ._ops import autocast_dtype, recording
 
 __all__ = ["CTCLoss", "ctc_loss", "ctc_loss_from_logits"]
 
@@ -176,10 +177,10 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_loss, grad_log_alpha, grad_row_lse):
     input, targets, target_offsets, input_lengths, target_lengths, log_alpha, row_lse = (
-        functorch_unwrapped(t) for t in ctx.saved_tensors)
-    grad_input = _ctc_loss_backward_op(functorch_unwrapped(grad_loss), input, targets,
-                                       target_offsets, input_lengths, target_lengths, log_alpha,
-                                       row_lse, ctx.blank, ctx.from_logits)
+        ctx.saved_tensors)
+    grad_input = _ctc_loss_backward_op(grad_loss, input, targets, target_offsets, input_lengths,
+                                       target_lengths, log_alpha, row_lse, ctx.blank,
+                                       ctx.from_logits)
     return grad_input, None, None, None, None, None, None, None, None, None
 
 
@@ -206,24 +207,75 @@ _ctc_loss_backward_op.register_autograd(_no_double_backward,
 
 
 class _FunctorchCtc(torch.autograd.Function):
-    """fastrnn::ctc_loss (with need_alpha) for functorch transforms: the op's torch.library
-    autograd lacks the setup_context staticmethod they require (see _ops.below_functorch). Its
-    backward is the op's; it has no jvp or vmap rule, so torch.func.jvp and vmap raise."""
+    """The loss for functorch transforms (torch.func.grad, vjp, vmap, jacrev). The op's
+    torch.library autograd lacks the setup_context staticmethod they require
+    (pytorch/pytorch#168393), and _prepare reads lengths and targets on the host, which a vmapped
+    tensor does not allow: here _prepare and the op run below the transforms, on plain tensors,
+    and the batching rule makes one call per sample (each may have its own targets and
+    lengths). Inputs: ``_ctc``'s arguments, blank an int. Returns the loss per batch element
+    (before the reduction) and the target lengths as _prepare made them, both without the batch
+    dimension for unbatched input. Its backward is _FunctorchCtcBackward."""
 
     @staticmethod
-    def forward(input, targets, target_offsets, input_lengths, target_lengths, max_target, blank,
-                zero_infinity, from_logits):
-        return _ctc_loss_op(input, targets, target_offsets, input_lengths, target_lengths,
-                            max_target, blank, zero_infinity, from_logits, True)
+    def forward(input, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
+                from_logits):
+        p = _prepare(input, targets, input_lengths, target_lengths, blank, reduction,
+                     _what(from_logits))
+        loss, _, _ = _ctc_loss_op(*_op_args(p, blank, zero_infinity, from_logits), False)
+        return _per_element(p, loss)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _setup_context(ctx, (*inputs, True), output)
+        ctx.mark_non_differentiable(output[1])
+        # The lengths may be tensors or Python ints: tensors are saved, the rest kept as given.
+        ctx.save_for_backward(*(a for a in inputs[:4] if isinstance(a, Tensor)))
+        ctx.arguments = [None if isinstance(a, Tensor) else a for a in inputs]
 
     @staticmethod
-    def backward(ctx, grad_loss, grad_log_alpha, grad_row_lse):
-        with below_functorch(_NO_DOUBLE_BACKWARD):
-            return _backward(ctx, grad_loss, grad_log_alpha, grad_row_lse)[:9]
+    def backward(ctx, grad_loss, _grad_target_lengths):
+        saved = iter(ctx.saved_tensors)
+        input, targets, input_lengths, target_lengths, blank, _, zero_infinity, from_logits = (
+            next(saved) if a is None else a for a in ctx.arguments)
+        grad_input = _FunctorchCtcBackward.apply(grad_loss, input, targets, input_lengths,
+                                                 target_lengths, blank, zero_infinity,
+                                                 from_logits)
+        return (grad_input,) + (None,) * 7
+
+    @staticmethod
+    def vmap(info, in_dims, *args):
+        return per_sample(_FunctorchCtc.apply, info.batch_size, in_dims, args)
+
+
+class _FunctorchCtcBackward(torch.autograd.Function):
+    """_FunctorchCtc's backward, a Function of its own for the same reasons: it runs the forward
+    again (the transforms cannot carry the op's alignment variables between forward and
+    backward: their size depends on each sample's targets) and the op's backward, below the
+    transforms; vmap runs it once per sample; a grad level records a node that raises the
+    double-backward error. Returns the gradient of the input (log-probabilities or logits)."""
+
+    @staticmethod
+    def forward(grad_loss, input, targets, input_lengths, target_lengths, blank, zero_infinity,
+                from_logits):
+        p = _prepare(input, targets, input_lengths, target_lengths, blank, "none",
+                     _what(from_logits))
+        _, log_alpha, row_lse = _ctc_loss_op(*_op_args(p, blank, zero_infinity, from_logits),
+                                             True)
+        grad_input = _ctc_loss_backward_op(
+            grad_loss.reshape(-1), p["input"], p["targets"], p["target_offsets"],
+            p["input_lengths"], p["target_lengths"], log_alpha, row_lse, blank, from_logits)
+        return grad_input.view(input.shape)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(_NO_DOUBLE_BACKWARD)
+
+    @staticmethod
+    def vmap(info, in_dims, *args):
+        return per_sample(_FunctorchCtcBackward.apply, info.batch_size, in_dims, args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,27 +414,44 @@ def _prepare(input: Tensor, targets: Tensor, input_lengths: Lengths, target_leng
 def _ctc(input, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
          from_logits):
     blank = _as_blank(blank)
-    p = _prepare(input, targets, input_lengths, target_lengths, blank, reduction,
-                 "logits" if from_logits else "log_probs")
-    # Without a backward to come, the (B, T, 2S+1) forward variables are not stored at all.
-    # torch.jit.trace records the flag as a constant: a traced graph keeps them, so that it
-    # runs with autograd too, whichever mode it was traced in.
-    need_alpha = ((torch.is_grad_enabled() and p["input"].requires_grad)
-                  or torch._C._get_tracing_state() is not None)
-    args = (p["input"], p["targets"], p["target_offsets"], p["input_lengths"],
-            p["target_lengths"], p["max_target"], blank, bool(zero_infinity), from_logits)
     if torch._C._are_functorch_transforms_active() and not recording():
-        loss, _, _ = _FunctorchCtc.apply(*args)
+        loss, target_lengths = _FunctorchCtc.apply(input, targets, input_lengths, target_lengths,
+                                                   blank, reduction, bool(zero_infinity),
+                                                   from_logits)
     else:
-        loss, _, _ = _ctc_loss_op(*args, need_alpha)
-    target_lengths = p["target_lengths"]
-    if p["unbatched"]:
-        loss, target_lengths = loss.squeeze(0), target_lengths.squeeze(0)
+        p = _prepare(input, targets, input_lengths, target_lengths, blank, reduction,
+                     _what(from_logits))
+        # Without a backward to come, the (B, T, 2S+1) forward variables are not stored at all.
+        # torch.jit.trace records the flag as a constant: a traced graph keeps them, so that it
+        # runs with autograd too, whichever mode it was traced in.
+        need_alpha = ((torch.is_grad_enabled() and p["input"].requires_grad)
+                      or torch._C._get_tracing_state() is not None)
+        loss, _, _ = _ctc_loss_op(*_op_args(p, blank, zero_infinity, from_logits), need_alpha)
+        loss, target_lengths = _per_element(p, loss)
     if reduction == "mean":
         return (loss / target_lengths.clamp_min(1).to(loss.dtype)).mean()
     if reduction == "sum":
         return loss.sum()
     return loss
+
+
+def _what(from_logits: bool) -> str:
+    """What the input is, as error messages name it."""
+    return "logits" if from_logits else "log_probs"
+
+
+def _op_args(p: dict, blank: int, zero_infinity, from_logits: bool) -> tuple:
+    """fastrnn::ctc_loss's arguments but need_alpha, from what _prepare made."""
+    return (p["input"], p["targets"], p["target_offsets"], p["input_lengths"],
+            p["target_lengths"], p["max_target"], blank, bool(zero_infinity), from_logits)
+
+
+def _per_element(p: dict, loss: Tensor):
+    """(loss per batch element, target lengths), without the batch dimension for unbatched
+    input: what the reduction reads."""
+    if p["unbatched"]:
+        return loss.squeeze(0), p["target_lengths"].squeeze(0)
+    return loss, p["target_lengths"]
 
 
 def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths: Lengths, target_lengths: Lengths,
