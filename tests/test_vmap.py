@@ -39,17 +39,31 @@ STEPS, BATCH, SAMPLES = 4, 2, 3
 @pytest.fixture
 def native_calls(monkeypatch):
     """Counts the general path's native forwards and backwards (``_ops._forward``,
-    ``_ops._backward``): {"forward": n, "backward": n}."""
-    calls = {"forward": 0, "backward": 0}
-    for name in calls:
+    ``_ops._backward``): {"forward": n, "backward": n}; ``calls.kept`` lists each forward's
+    keep_reserve."""
+
+    class Calls(dict):
+        kept = []
+
+    calls = Calls(forward=0, backward=0)
+    for name in list(calls):
         original = getattr(_ops, "_" + name)
 
         def counting(*args, name=name, original=original, **kwargs):
             calls[name] += 1
+            if "keep_reserve" in kwargs:
+                calls.kept.append(kwargs["keep_reserve"])
             return original(*args, **kwargs)
 
         monkeypatch.setattr(_ops, "_" + name, counting)
     return calls
+
+
+@pytest.fixture(params=[True, False], ids=["grad", "no_grad"])
+def grad_mode(request):
+    """The test runs with grad mode on, then off."""
+    with torch.set_grad_enabled(request.param):
+        yield request.param
 
 
 def _pair(kind, device, dtype=torch.float64):
@@ -105,8 +119,9 @@ def _weighted_sum(tensors):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("kind", MODULES)
-def test_vmap_over_inputs_and_states_is_one_call(kind, batched, device, native_calls,
+def test_vmap_over_inputs_and_states_is_one_call(kind, batched, grad_mode, device, native_calls,
                                                  assert_close):
+    """With grad mode off (inference) nothing is kept for a backward: no reserve."""
     ref, mod = _pair(kind, device)
     xs = torch.stack([_sample(kind, device, batched=batched) for _ in range(SAMPLES)])
     states = [_state(kind, ref, xs[0]) for _ in range(SAMPLES)]
@@ -123,11 +138,13 @@ def test_vmap_over_inputs_and_states_is_one_call(kind, batched, device, native_c
     for g, w in zip(got, want, strict=True):
         assert_close(g, w)
     assert native_calls == {"forward": 2, "backward": 0}
+    assert native_calls.kept == [grad_mode] * 2
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", MODULES)
-def test_vmap_over_stacked_weights_runs_each_member(kind, device, native_calls, assert_close):
+def test_vmap_over_stacked_weights_runs_each_member(kind, grad_mode, device, native_calls,
+                                                    assert_close):
     members = [_pair(kind, device) for _ in range(SAMPLES)]
     params, buffers = stack_module_state([mod for _, mod in members])
     x = _sample(kind, device)
@@ -136,6 +153,7 @@ def test_vmap_over_stacked_weights_runs_each_member(kind, device, native_calls, 
     for g, w in zip(got, want, strict=True):
         assert_close(g, w)
     assert native_calls == {"forward": SAMPLES, "backward": 0}
+    assert native_calls.kept == [grad_mode] * SAMPLES
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -276,29 +294,48 @@ def _ctc_reference(log_probs, targets, input_lengths, target_lengths, reduction,
     return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, reduction=reduction)
 
 
-def _ctc_samples(device, batched=True):
+def _ctc_samples(device, batched=True, concatenated=False):
     """SAMPLES problems, each its own targets and lengths: (inputs [n, T, B, C] ([n, T, C]
-    unbatched), padded targets, input lengths, target lengths)."""
+    unbatched), targets (padded [n, B, S], or [n, B * S] concatenated), input lengths, target
+    lengths)."""
     batch = (BATCH,) if batched else ()
     inputs = torch.randn(SAMPLES, CTC_T, *batch, CTC_C, dtype=torch.float64, device=device)
     targets = torch.randint(1, CTC_C, (SAMPLES, *batch, CTC_S), device=device)
     input_lengths = torch.randint(CTC_T - 2, CTC_T + 1, (SAMPLES, *batch), device=device)
-    # Unbatched, torch takes the targets as concatenated: as long as the target, exactly.
-    target_lengths = (torch.randint(0, CTC_S + 1, (SAMPLES, *batch), device=device) if batched
-                      else torch.full((SAMPLES,), CTC_S, device=device))
+    # torch takes 1-D targets (unbatched, or concatenated) only as long as the targets, exactly.
+    target_lengths = (torch.full((SAMPLES, *batch), CTC_S, device=device)
+                      if concatenated or not batched
+                      else torch.randint(0, CTC_S + 1, (SAMPLES, *batch), device=device))
+    if concatenated:
+        targets = targets.flatten(1)
     return inputs, targets, input_lengths, target_lengths
 
 
+@pytest.fixture
+def ctc_calls(monkeypatch):
+    """Counts the calls of the CTC loss's forward op (fastrnn::ctc_loss)."""
+    calls = []
+    original = fastrnn.ctc._ctc_loss_op
+
+    def counting(*args):
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(fastrnn.ctc, "_ctc_loss_op", counting)
+    return calls
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("layout", ["padded", "concatenated", "unbatched"])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 @pytest.mark.parametrize("from_logits", [False, True])
-def test_ctc_vmap_and_per_sample_gradients_match_torch(from_logits, reduction, batched, device,
-                                                      assert_close):
+def test_ctc_vmap_and_per_sample_gradients_match_torch(from_logits, reduction, layout, device,
+                                                      ctc_calls, assert_close):
     """Each sample with its own targets and lengths (the longest target differs from sample to
-    sample, which torch's own vmap of grad through F.ctc_loss cannot do)."""
+    sample, which torch's own vmap of grad through F.ctc_loss cannot do). The samples fold into
+    one call's batch, except concatenated targets: one call per sample."""
     ours = fastrnn.ctc_loss_from_logits if from_logits else fastrnn.ctc_loss
-    inputs, *rest = _ctc_samples(device, batched)
+    inputs, *rest = _ctc_samples(device, layout != "unbatched", layout == "concatenated")
     if not from_logits:
         inputs = inputs.log_softmax(-1)
 
@@ -307,6 +344,8 @@ def test_ctc_vmap_and_per_sample_gradients_match_torch(from_logits, reduction, b
 
     got = vmap(loss)(inputs, *rest)
     got_grads = vmap(grad(lambda *args: loss(*args).sum()))(inputs, *rest)
+    # The forward, then the forward and the forward again in backward.
+    assert len(ctc_calls) == 3 * (SAMPLES if layout == "concatenated" else 1)
     inputs = inputs.clone().requires_grad_()
     want = torch.stack([_ctc_reference(*sample, reduction, from_logits)
                         for sample in zip(inputs, *rest)])
@@ -318,10 +357,11 @@ def test_ctc_vmap_and_per_sample_gradients_match_torch(from_logits, reduction, b
 @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("from_logits", [False, True])
-def test_ctc_jacrev_matches_torch(from_logits, device, assert_close):
+def test_ctc_jacrev_matches_torch(from_logits, device, ctc_calls, assert_close):
     ours = fastrnn.ctc_loss_from_logits if from_logits else fastrnn.ctc_loss
     x, targets, input_lengths, target_lengths = (t[0] for t in _ctc_samples(device))
     got = jacrev(lambda x: ours(x, targets, input_lengths, target_lengths, reduction="none"))(x)
+    assert len(ctc_calls) == 2  # the forward, then every cotangent in one backward
     want = jacrev(lambda x: _ctc_reference(x, targets, input_lengths, target_lengths, "none",
                                            from_logits))(x)
     assert_close(got, want)

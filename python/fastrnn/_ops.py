@@ -685,6 +685,8 @@ def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opti
             or any(t is not None and type(t) not in _PLAIN_TENSOR_TYPES for t in tensors)):
         return rnn(*args)[:3]
     if torch._C._are_functorch_transforms_active():
+        if not torch.is_grad_enabled():
+            return _EagerRnnInference.apply(*eager)
         return _EagerRnn.apply(*eager)[:3]
     if not input.is_cpu:
         return rnn(*args)[:3]
@@ -848,8 +850,9 @@ class _EagerRnn(torch.autograd.Function):
     """``rnn`` with its own autograd formula (_rnn_setup_context, _rnn_grads) for eager CPU calls,
     without the op's dispatch: torch.library's autograd wrapper re-checks and flattens the
     arguments on each call and in backward, ~100 us per call, far more than a streamed step's
-    kernels. It is also what functorch transforms get (run_rnn): it has the setup_context
-    staticmethod they need, a batching rule, and under them its backward is _EagerRnnBackward.
+    kernels. It is also what functorch transforms get (run_rnn; _EagerRnnInference with grad
+    mode off): it has the setup_context staticmethod they need, a batching rule
+    (_forward_rule), and under them its backward is _EagerRnnBackward.
     Inputs: config (cell, num_layers, bidirectional, proj_size, has_bias, number of weights),
     then input, hx, cx, batch_sizes, the weights and the dropout masks."""
 
@@ -884,26 +887,53 @@ class _EagerRnn(torch.autograd.Function):
                 *([None] * ctx.num_masks))
 
     @staticmethod
-    def vmap(info, in_dims, config, input, hx, cx, batch_sizes, *weights_and_masks):
-        """torch.func.vmap's rule. Where the vmapped dimension is on the input, the states or
-        the dropout masks only (vmap over a model's inputs, per-sample gradients) and the input
-        is padded, it folds into the batch: one call over n times the rows. Vmapped weights (an
-        ensemble) or packed input: one call per sample. The reserve comes back per sample, as
-        _EagerRnnBackward's rule takes it."""
-        n, num_weights = info.batch_size, config[-1]
-        args = (config, input, hx, cx, batch_sizes, *weights_and_masks)
-        if batch_sizes is not None or any(d is not None for d in in_dims[5:5 + num_weights]):
-            return per_sample(_EagerRnn.apply, n, in_dims, args)
-        weights, masks = weights_and_masks[:num_weights], weights_and_masks[num_weights:]
-        input = fold_rows(input, in_dims[1], n)
-        output, hy, cy, reserve = _EagerRnn.apply(
-            config, input, fold_rows(hx, in_dims[2], n), fold_rows(cx, in_dims[3], n), None,
-            *weights, *(fold_rows(m, d, n) for m, d in zip(masks, in_dims[5 + num_weights:])))
-        lstm = config[0] == "LSTM"
-        reserve = reserve_per_sample(reserve, input.shape[0], n, input.shape[1] // n,
-                                     _reserve_widths(config, input.shape[-1], weights))
-        return ((unfold_rows(output, n), unfold_rows(hy, n), unfold_rows(cy, n) if lstm else cy,
-                 reserve), (1, 1, 1 if lstm else None, 0))
+    def vmap(info, in_dims, *args):
+        return _forward_rule(_EagerRnn.apply, info, in_dims, args)
+
+
+class _EagerRnnInference(torch.autograd.Function):
+    """_EagerRnn's forward without a reserve, for functorch transforms with grad mode off (vmap
+    for inference): no level can record the call then (torch.func.grad turns grad mode on in the
+    function it differentiates), so nothing is kept for a backward and the CPU core runs its
+    inference pass. Inputs as _EagerRnn's; returns (output, hy, cy)."""
+
+    @staticmethod
+    def forward(config, input, hx, cx, batch_sizes, *weights_and_masks):
+        return _forward(*_EagerRnn.op_args(config, input, hx, cx, batch_sizes,
+                                           weights_and_masks), keep_reserve=False)[:3]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def vmap(info, in_dims, *args):
+        return _forward_rule(_EagerRnnInference.apply, info, in_dims, args)
+
+
+def _forward_rule(apply, info, in_dims, args):
+    """torch.func.vmap's rule for _EagerRnn and _EagerRnnInference (``apply``, arguments
+    ``args``). Where the vmapped dimension is on the input, the states or the dropout masks only
+    (vmap over a model's inputs, per-sample gradients) and the input is padded, it folds into the
+    batch: one call over n times the rows. Vmapped weights (an ensemble) or packed input: one
+    call per sample. A reserve comes back per sample, as _EagerRnnBackward's rule takes it."""
+    config, input, hx, cx, batch_sizes, *weights_and_masks = args
+    n, num_weights = info.batch_size, config[-1]
+    if batch_sizes is not None or any(d is not None for d in in_dims[5:5 + num_weights]):
+        return per_sample(apply, n, in_dims, args)
+    weights, masks = weights_and_masks[:num_weights], weights_and_masks[num_weights:]
+    input = fold_rows(input, in_dims[1], n)
+    output, hy, cy, *reserve = apply(
+        config, input, fold_rows(hx, in_dims[2], n), fold_rows(cx, in_dims[3], n), None,
+        *weights, *(fold_rows(m, d, n) for m, d in zip(masks, in_dims[5 + num_weights:])))
+    lstm = config[0] == "LSTM"
+    results = [unfold_rows(output, n), unfold_rows(hy, n), unfold_rows(cy, n) if lstm else cy]
+    dims = [1, 1, 1 if lstm else None]
+    if reserve:
+        results.append(reserve_per_sample(reserve[0], input.shape[0], n, input.shape[1] // n,
+                                          _reserve_widths(config, input.shape[-1], weights)))
+        dims.append(0)
+    return tuple(results), tuple(dims)
 
 
 def _functorch_grads(ctx, grad_output, grad_hy, grad_cy, input_grad: bool):

@@ -33,7 +33,7 @@ from torch import Tensor
 from . import _C
 from ._backend import cuda_module, native_dtype
 from ._compile import refuse_torchscript
-from ._batching import per_sample
+from ._batching import fold_rows, per_sample, unfold_rows
 from ._ops import autocast_dtype, recording
 
 __all__ = ["CTCLoss", "ctc_loss", "ctc_loss_from_logits"]
@@ -211,8 +211,8 @@ class _FunctorchCtc(torch.autograd.Function):
     torch.library autograd lacks the setup_context staticmethod they require
     (pytorch/pytorch#168393), and _prepare reads lengths and targets on the host, which a vmapped
     tensor does not allow: here _prepare and the op run below the transforms, on plain tensors,
-    and the batching rule makes one call per sample (each may have its own targets and
-    lengths). Inputs: ``_ctc``'s arguments, blank an int. Returns the loss per batch element
+    and the batching rule folds the samples (each may have its own targets and lengths) into
+    the batch of one call. Inputs: ``_ctc``'s arguments, blank an int. Returns the loss per batch element
     (before the reduction) and the target lengths as _prepare made them, both without the batch
     dimension for unbatched input. Its backward is _FunctorchCtcBackward."""
 
@@ -242,15 +242,54 @@ class _FunctorchCtc(torch.autograd.Function):
         return (grad_input,) + (None,) * 7
 
     @staticmethod
-    def vmap(info, in_dims, *args):
-        return per_sample(_FunctorchCtc.apply, info.batch_size, in_dims, args)
+    def vmap(info, in_dims, input, targets, input_lengths, target_lengths, *rest):
+        """torch.func.vmap's rule: the vmapped dimension folds into the batch (the losses of
+        the batch elements are independent), except where a sample's targets are the 1-D
+        concatenation of a batch's, a layout that does not fold: one call per sample then."""
+        n, unbatched = info.batch_size, _unbatched(input, in_dims[0])
+        folded = _ctc_folded(n, in_dims[:4], input, targets, input_lengths, target_lengths)
+        if folded is None:
+            return per_sample(_FunctorchCtc.apply, n, in_dims,
+                              (input, targets, input_lengths, target_lengths, *rest))
+        loss, target_lengths = _FunctorchCtc.apply(*folded, *rest)
+        shape = (n,) if unbatched else (n, -1)
+        return (loss.view(shape), target_lengths.view(shape)), (0, 0)
+
+
+def _unbatched(input: Tensor, dim: Optional[int]) -> bool:
+    """Whether the samples of ``input``, vmapped at ``dim``, are unbatched [T, C]."""
+    return input.dim() - (dim is not None) == 2
+
+
+def _folded_per_element(values, dim: Optional[int], n: int) -> Tensor:
+    """n samples' per-element values (lengths, the loss's gradient: [B], or one for an unbatched
+    sample; Python ints too) as one [n * B] tensor, samples outermost."""
+    if not isinstance(values, Tensor):
+        values = torch.as_tensor(values)
+    values = values.expand(n, *values.shape) if dim is None else values.movedim(dim, 0)
+    return values.reshape(-1)
+
+
+def _ctc_folded(n: int, dims, input: Tensor, targets: Tensor, input_lengths, target_lengths):
+    """(input, targets, input_lengths, target_lengths) of n samples, vmapped at ``dims``, as
+    one call's over n times the batch (samples outermost; [T, n, C] for unbatched samples), or
+    None where a sample's targets are the concatenated 1-D targets of a batch."""
+    input_dim, targets_dim = dims[:2]
+    unbatched = _unbatched(input, input_dim)
+    if not unbatched and targets.dim() - (targets_dim is not None) != 2:
+        return None
+    targets = (targets.expand(n, *targets.shape) if targets_dim is None
+               else targets.movedim(targets_dim, 0))
+    return (fold_rows(input, input_dim, n), targets if unbatched else targets.flatten(0, 1),
+            _folded_per_element(input_lengths, dims[2], n),
+            _folded_per_element(target_lengths, dims[3], n))
 
 
 class _FunctorchCtcBackward(torch.autograd.Function):
     """_FunctorchCtc's backward, a Function of its own for the same reasons: it runs the forward
     again (the transforms cannot carry the op's alignment variables between forward and
     backward: their size depends on each sample's targets) and the op's backward, below the
-    transforms; vmap runs it once per sample; a grad level records a node that raises the
+    transforms, with a batching rule; a grad level records a node that raises the
     double-backward error. Returns the gradient of the input (log-probabilities or logits)."""
 
     @staticmethod
@@ -274,8 +313,18 @@ class _FunctorchCtcBackward(torch.autograd.Function):
         raise RuntimeError(_NO_DOUBLE_BACKWARD)
 
     @staticmethod
-    def vmap(info, in_dims, *args):
-        return per_sample(_FunctorchCtcBackward.apply, info.batch_size, in_dims, args)
+    def vmap(info, in_dims, grad_loss, input, targets, input_lengths, target_lengths, *rest):
+        """torch.func.vmap's rule, folded as _FunctorchCtc's (jacrev: every cotangent in one
+        call)."""
+        n = info.batch_size
+        folded = _ctc_folded(n, in_dims[1:5], input, targets, input_lengths, target_lengths)
+        if folded is None:
+            return per_sample(_FunctorchCtcBackward.apply, n, in_dims,
+                              (grad_loss, input, targets, input_lengths, target_lengths, *rest))
+        grad_input = _FunctorchCtcBackward.apply(_folded_per_element(grad_loss, in_dims[0], n),
+                                                 *folded, *rest)
+        # [T, n * B, C] as [T, n, B, C]; unbatched samples' [T, n, C] has n at 1 already
+        return (grad_input if _unbatched(input, in_dims[1]) else unfold_rows(grad_input, n)), 1
 
 
 # ---------------------------------------------------------------------------------------------
