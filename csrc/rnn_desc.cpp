@@ -167,14 +167,15 @@ void check_forward_args(const RnnDesc& desc, const RnnForwardArgs& args, bool ne
 }
 
 void check_backward_args(const RnnDesc& desc, const RnnBackwardArgs& args, bool needs_workspace,
-                         bool optional_dx) {
+                         bool optional_grads) {
   check_inputs(desc, args.fwd);
   FASTRNN_CHECK(desc.total_rows() == 0 || args.fwd.reserve, "null reserve");
-  FASTRNN_CHECK(args.dweights.size() == args.fwd.weights.size(),
+  FASTRNN_CHECK(args.dweights.size() == args.fwd.weights.size() ||
+                    (optional_grads && args.dweights.empty()),
                 "wrong number of weight-gradient pointers");
   for (const void* w : args.dweights) FASTRNN_CHECK(w != nullptr, "null weight-gradient pointer");
   FASTRNN_CHECK(desc.total_rows() == 0 || args.dy, "null dy");
-  FASTRNN_CHECK(desc.total_rows() == 0 || args.dx || optional_dx, "null dx");
+  FASTRNN_CHECK(desc.total_rows() == 0 || args.dx || optional_grads, "null dx");
   FASTRNN_CHECK(args.workspace || !needs_workspace, "null workspace");
   FASTRNN_CHECK(desc.batch == 0 || args.dh0, "null dh0");
   FASTRNN_CHECK(desc.cell != CellKind::Lstm || desc.batch == 0 || args.dc0, "null dc0 for LSTM");

@@ -541,7 +541,7 @@ void rnn_forward_cuda(const RnnDesc& desc, DType dtype, const RnnForwardArgs& ar
 void rnn_backward_cuda(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int device,
                        cudaStream_t stream) {
   check_backward_args(desc, args, workspace_elems_cuda(desc, Pass::Backward, dtype) > 0,
-                      /*optional_dx=*/false);
+                      /*optional_grads=*/false);
   cuda::DeviceGuard guard(device);
   with_types(desc, dtype, [&](auto tag) {
     typename decltype(tag)::type(desc, device, stream).backward(args);

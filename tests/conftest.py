@@ -131,9 +131,9 @@ def input_grad_requests(monkeypatch):
     asked = []
     original = _ops._backward
 
-    def recording(*args):
+    def recording(*args, **kwargs):
         asked.append(args[-1])  # input_grad
-        return original(*args)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(_ops, "_backward", recording)
     return asked

@@ -22,6 +22,7 @@ import torch.nn as nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import fastrnn
+from fastrnn import _C
 from pairs import fr_class, make_pair
 
 # --------------------------------------------------------------------------------------------------
@@ -705,6 +706,67 @@ def test_skipped_input_gradient_leaves_the_others_bitwise(mode, form, dropout, r
         grads[x_requires_grad] = torch.autograd.grad(loss, wrt)
     for with_input, without in zip(grads[True], grads[False]):
         assert torch.equal(with_input, without)
+
+
+@pytest.fixture
+def weight_gradient_requests(monkeypatch):
+    """Records, per native CPU backward, whether it was given weight-gradient buffers (an empty
+    list asks the core to skip those products)."""
+    asked = []
+    original = _C.rnn_backward
+
+    def recording(*args):
+        asked.append(len(args[14]) > 0)  # dweights
+        return original(*args)
+
+    monkeypatch.setattr(_C, "rnn_backward", recording)
+    return asked
+
+
+@pytest.mark.parametrize("mode", SIZED_MODES)
+@pytest.mark.parametrize("form", ["padded", "packed_unsorted", "cell"])
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_skipped_weight_gradients_leave_the_others_bitwise(mode, form, dropout, rng,
+                                                           weight_gradient_requests):
+    """With every parameter frozen, the CPU backward skips the weights' gradient products:
+    the input's and the states' gradients must be the same bits as with the weights' computed.
+    Padded input and cells take the modules' fast path, packed input and dropout the general
+    one; 1,080 rows so that the skipped products span several backward chunks."""
+    if form == "cell" and (mode == "lstm_proj" or dropout):
+        pytest.skip("cells have no projection and no dropout")
+    torch_cls, extra = MODES[mode]
+    if form == "cell":
+        cell_cls = {nn.LSTM: nn.LSTMCell, nn.GRU: nn.GRUCell, nn.RNN: nn.RNNCell}[torch_cls]
+        _, mod = make_pair(cell_cls, 9, 10, **extra)
+        x = torch.randn(24, 9)
+        states = [torch.randn(24, 10) for _ in range(2 if cell_cls is nn.LSTMCell else 1)]
+        inputs = [x, *states]
+
+        def run():
+            out = mod(x, tuple(states) if len(states) == 2 else states[0])
+            return out if isinstance(out, tuple) else (out,)
+    else:
+        kwargs = dict(extra, num_layers=2, bidirectional=True, dropout=dropout,
+                      **(dict(proj_size=4) if mode == "lstm_proj" else {}))
+        _, mod = make_pair(torch_cls, 9, 10, **kwargs)
+        case = make_case(rng, mod, form=form, T=45, B=24, batch_first=False, with_state=True,
+                         dtype=torch.float32)
+        inputs = [t for t in (case.x, case.h0, case.c0) if t is not None]
+
+        def run():
+            return flat_outputs(call(mod, case.module_input(), case.hx()))
+    for t in inputs:
+        t.requires_grad_()
+    grads = {}
+    for frozen in (False, True):
+        mod.requires_grad_(not frozen)
+        torch.manual_seed(0)  # the same dropout masks
+        outs = run()
+        loss = sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs)
+        grads[frozen] = torch.autograd.grad(loss, inputs)
+    assert weight_gradient_requests == [True, False]
+    for computed, skipped in zip(grads[False], grads[True], strict=True):
+        assert torch.equal(computed, skipped)
 
 
 @pytest.mark.parametrize("torch_cls", [nn.RNN, nn.LSTM, nn.GRU])

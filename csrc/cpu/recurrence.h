@@ -769,29 +769,31 @@ class Driver {
   }
 
   // GEMMs over one chunk's dG rows: its terms of the weight gradients (in the flat list's order
-  // w_ih, w_hh, b_ih, b_hh, w_hr; written by the first chunk, added to by the others) and its
-  // rows of this direction's share of dX (unless dx_share is null).
+  // w_ih, w_hh, b_ih, b_hh, w_hr; written by the first chunk, added to by the others; none when
+  // dweights is empty) and its rows of this direction's share of dX (unless dx_share is null).
   void backward_gemms(const RnnBackwardArgs& a, int64_t l, int64_t d, const T* x_l, T* dx_share,
                       const T* reserve, const DirectionBuffers& buf, const StepChunk& chunk,
                       bool accumulate, int threads) const {
     const LayerWeightPtrs stored = layer_weight_ptrs(desc_, a.fwd.weights, l, d);
     const int64_t in_l = desc_.layer_input_size(l), state = l * D_ + d;
     const int64_t first = chunk.first, rows = chunk.count;
-    const T* hh = reserve + layout_.hh(N_, l, d) + first * H_;
-    const int64_t first_weight = state * desc_.weights_per_layer_direction();
-    auto dw = [&](int64_t k) { return static_cast<T*>(a.dweights[first_weight + k]); };
-    int64_t k = 0;
-    gemm(Trans::Yes, Trans::No, GH_, in_l, rows, buf.dgi, GH_, x_l + first * in_l, in_l,
-         accumulate, dw(k++), in_l, buf.pack, threads);
-    gemm(Trans::Yes, Trans::No, GH_, O_, rows, buf.dgh, GH_, buf.h_prev, O_, accumulate,
-         dw(k++), O_, buf.pack, threads);
-    if (desc_.has_bias) {
-      column_sums(buf.dgi, rows, accumulate, dw(k++), threads);
-      column_sums(buf.dgh, rows, accumulate, dw(k++), threads);
-    }
-    if (P_ > 0) {
-      gemm(Trans::Yes, Trans::No, P_, H_, rows, buf.dr, P_, hh, H_, accumulate, dw(k), H_,
-           buf.pack, threads);
+    if (!a.dweights.empty()) {
+      const T* hh = reserve + layout_.hh(N_, l, d) + first * H_;
+      const int64_t first_weight = state * desc_.weights_per_layer_direction();
+      auto dw = [&](int64_t k) { return static_cast<T*>(a.dweights[first_weight + k]); };
+      int64_t k = 0;
+      gemm(Trans::Yes, Trans::No, GH_, in_l, rows, buf.dgi, GH_, x_l + first * in_l, in_l,
+           accumulate, dw(k++), in_l, buf.pack, threads);
+      gemm(Trans::Yes, Trans::No, GH_, O_, rows, buf.dgh, GH_, buf.h_prev, O_, accumulate,
+           dw(k++), O_, buf.pack, threads);
+      if (desc_.has_bias) {
+        column_sums(buf.dgi, rows, accumulate, dw(k++), threads);
+        column_sums(buf.dgh, rows, accumulate, dw(k++), threads);
+      }
+      if (P_ > 0) {
+        gemm(Trans::Yes, Trans::No, P_, H_, rows, buf.dr, P_, hh, H_, accumulate, dw(k), H_,
+             buf.pack, threads);
+      }
     }
     if (dx_share && direct()) {  // gemm's few-row path, as gemm would; the weights may be 16-bit
       with_weight(a.fwd, stored.w_ih, [&](auto w_ih) {

@@ -495,10 +495,12 @@ class StreamPlan:
 
     def backward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
                  c0: Optional[Tensor], reserve: Tensor, grad_output: Optional[Tensor],
-                 grad_hy: Optional[Tensor], grad_cy: Optional[Tensor], input_grad: bool):
+                 grad_hy: Optional[Tensor], grad_cy: Optional[Tensor], input_grad: bool,
+                 weight_grad: bool):
         """(grad_input, grad_h0, grad_c0, grad_weights) of forward(keep_reserve=True), from the
         gradients of its results (None: zero); grad_c0 None unless LSTM, grad_input None unless
-        ``input_grad`` (the core then skips the input's gradient products)."""
+        ``input_grad``, grad_weights Nones unless ``weight_grad`` (the core then skips those
+        products)."""
         for w, (name, shape) in zip(weights, self._weights):
             if not _fit_weight(w, shape, self.dtype):  # param.data may have changed since
                 raise RuntimeError(f"{name} was replaced by a tensor of shape "
@@ -506,18 +508,19 @@ class StreamPlan:
                                    f"backward; expected {list(shape)}, {self.dtype}")
         if self.half is None:
             return self._native_backward(input, weights, h0, c0, reserve, grad_output, grad_hy,
-                                         grad_cy, input_grad)
+                                         grad_cy, input_grad, weight_grad)
         widen = _float_or_none
         grad_input, grad_h0, grad_c0, grad_weights = self._native_backward(
             input.float(), _widened_biases(weights), widen(h0), widen(c0), reserve,
-            widen(grad_output), widen(grad_hy), widen(grad_cy), input_grad)
+            widen(grad_output), widen(grad_hy), widen(grad_cy), input_grad, weight_grad)
         dtype = self.dtype
         return (_to_or_none(grad_input, dtype), grad_h0.to(dtype), _to_or_none(grad_c0, dtype),
-                [g.to(w.dtype) for g, w in zip(grad_weights, weights)])
+                [_to_or_none(g, w.dtype) for g, w in zip(grad_weights, weights)])
 
     def _native_backward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
                          c0: Optional[Tensor], reserve: Tensor, grad_output: Optional[Tensor],
-                         grad_hy: Optional[Tensor], grad_cy: Optional[Tensor], input_grad: bool):
+                         grad_hy: Optional[Tensor], grad_cy: Optional[Tensor], input_grad: bool,
+                         weight_grad: bool):
         """backward() on tensors of the compute dtype (the weight matrices 16-bit in a 16-bit
         plan)."""
         output_shape, hy_shape, cy_shape = self._result_shapes
@@ -531,7 +534,8 @@ class StreamPlan:
         grad_h0 = input.new_empty(*self._state_shapes[0])
         grad_c0 = None if cy_shape is None else input.new_empty(*self._state_shapes[1])
         compute = input.dtype  # float32 in a 16-bit plan, whose weight matrices stay 16-bit
-        grad_weights = [torch.empty_like(w, dtype=compute) for w in weights]
+        grad_weights = ([torch.empty_like(w, dtype=compute) for w in weights] if weight_grad
+                        else [None] * len(weights))
         # Named, so that they live until the native call returns.
         dy, dhy, dcy = (_contiguous(g, compute) for g in (grad_output, grad_hy, grad_cy))
         scratch = _scratch_buffer(self._workspace_bytes[_C.Pass.Backward])
@@ -540,8 +544,8 @@ class StreamPlan:
                         [w.data_ptr() for w in weights], _ptr(h0), _ptr(c0), [],
                         reserve.data_ptr(), dy.data_ptr(), _ptr(dhy), _ptr(dcy),
                         _ptr(grad_input), grad_h0.data_ptr(), _ptr(grad_c0),
-                        [g.data_ptr() for g in grad_weights], scratch.data_ptr(),
-                        torch.get_num_threads(), *flags)
+                        [g.data_ptr() for g in grad_weights if g is not None],
+                        scratch.data_ptr(), torch.get_num_threads(), *flags)
         return grad_input, grad_h0, grad_c0, grad_weights
 
 
@@ -571,7 +575,7 @@ class _PlannedRnn(torch.autograd.Function):
         with torch.no_grad():
             grad_input, grad_h0, grad_c0, grad_weights = ctx.plan.backward(
                 input, weights, h0, c0, reserve, grad_output, grad_hy, grad_cy,
-                input_grad=ctx.needs_input_grad[1])
+                input_grad=ctx.needs_input_grad[1], weight_grad=any(ctx.needs_input_grad[4:]))
         return _first_order((None, grad_input, None if h0 is None else grad_h0,
                              None if c0 is None else grad_c0, *grad_weights),
                             (*saved, grad_output, grad_hy, grad_cy))
@@ -727,9 +731,11 @@ def _rnn_backward_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor
 
 
 def _backward(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_output, grad_hy,
-              grad_cy, cell, num_layers, bidirectional, proj_size, has_bias, input_grad: bool):
-    """_rnn_backward_impl; grad_input None unless ``input_grad`` (the CPU core then skips the
-    input's gradient products; the CUDA core always computes it)."""
+              grad_cy, cell, num_layers, bidirectional, proj_size, has_bias, input_grad: bool,
+              weight_grad: bool = True):
+    """_rnn_backward_impl; grad_input None unless ``input_grad``, the weights' gradients Nones
+    unless ``weight_grad`` (the CPU core then skips those products; the CUDA core always
+    computes them)."""
     in_dtype, weight_dtypes = input.dtype, [w.dtype for w in weights]
     native, context, (T, B, N, H, O, D), dtype, (input, weights, hx, cx, masks) = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
@@ -749,7 +755,9 @@ def _backward(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_
     grad_input = torch.empty_like(input) if input_grad or input.is_cuda else None
     grad_hx = input.new_empty(num_layers * D, B, O)
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
-    grad_weights = [torch.empty_like(w, dtype=dtype) for w in weights]  # (w may be 16-bit)
+    # (w may be 16-bit)
+    grad_weights = ([torch.empty_like(w, dtype=dtype) for w in weights]
+                    if weight_grad or input.is_cuda else [])
     # scratch owns the workspace's memory until this function returns
     scratch, workspace = _scratch(input, dtype, native.workspace_elems(_C.Pass.Backward))
     native.backward(context, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
@@ -758,7 +766,8 @@ def _backward(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_
                     [_ptr(g) for g in grad_weights], workspace)
     return (None if grad_input is None or not input_grad else _as(grad_input, in_dtype),
             _as(grad_hx, in_dtype), _as(grad_cx, in_dtype),
-            [_as(g, wd) for g, wd in zip(grad_weights, weight_dtypes)])
+            [_as(g, wd) for g, wd in zip(grad_weights, weight_dtypes)] if weight_grad
+            else [None] * len(weights))
 
 
 rnn_backward = torch.library.custom_op("fastrnn::rnn_backward", mutates_args=())(
@@ -818,8 +827,8 @@ def _backward_args(ctx, grad_output, grad_hy, grad_cy):
 
 def _rnn_grads(ctx, grad_output, grad_hy, grad_cy, run_backward, input_grad: bool):
     """Gradients of ``rnn``'s inputs, in its argument order, through ``run_backward`` (the
-    ``rnn_backward`` op, or its implementation when no dispatcher is involved); the input's
-    gradient None, and not computed, unless ``input_grad``."""
+    ``rnn_backward`` op, or its implementation when no dispatcher is involved, which may skip the
+    weights' gradients); the input's gradient None, and not computed, unless ``input_grad``."""
     args = _backward_args(ctx, grad_output, grad_hy, grad_cy)
     with torch.no_grad():
         grad_input, grad_hx, grad_cx, grad_weights = run_backward(*args, *ctx.config, input_grad)
@@ -877,12 +886,14 @@ class _EagerRnn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):
         input_grad = ctx.needs_input_grad[1]
+        weight_grad = any(ctx.needs_input_grad[5:5 + ctx.num_weights])
         if torch._C._are_functorch_transforms_active():
             grad_input, grad_weights, grad_hx, grad_cx = _functorch_grads(
-                ctx, grad_output, grad_hy, grad_cy, input_grad)
+                ctx, grad_output, grad_hy, grad_cy, input_grad, weight_grad)
         else:
             grad_input, grad_weights, grad_hx, grad_cx = _rnn_grads(
-                ctx, grad_output, grad_hy, grad_cy, _backward, input_grad)[:4]
+                ctx, grad_output, grad_hy, grad_cy,
+                functools.partial(_backward, weight_grad=weight_grad), input_grad)[:4]
         return (None, grad_input, grad_hx, grad_cx, None, *grad_weights,
                 *([None] * ctx.num_masks))
 
@@ -936,12 +947,11 @@ def _forward_rule(apply, info, in_dims, args):
     return tuple(results), tuple(dims)
 
 
-def _functorch_grads(ctx, grad_output, grad_hy, grad_cy, input_grad: bool):
+def _functorch_grads(ctx, grad_output, grad_hy, grad_cy, input_grad: bool, weight_grad: bool):
     """_EagerRnn's (grad_input, grad_weights, grad_hx, grad_cx) under functorch transforms,
     through _EagerRnnBackward; None where not needed."""
     input, weights, hx, cx, batch_sizes, masks, reserve, dy, dhy, dcy = _backward_args(
         ctx, grad_output, grad_hy, grad_cy)
-    weight_grad = any(ctx.needs_input_grad[5:5 + ctx.num_weights])
     grad_input, grad_hx, grad_cx, *grad_weights = _EagerRnnBackward.apply(
         (*ctx.config, len(weights), input_grad, weight_grad), input, reserve, hx, cx,
         batch_sizes, dy, dhy, dcy, *weights, *masks)
@@ -971,7 +981,7 @@ class _EagerRnnBackward(torch.autograd.Function):
         grad_input, grad_hx, grad_cx, grad_weights = _backward(
             input, weights, hx, cx, batch_sizes, list(weights_and_masks[num_weights:]), reserve,
             grad_output, grad_hy, grad_cy, cell, num_layers, bidirectional, proj_size, has_bias,
-            input_grad)
+            input_grad, weight_grad)
         if not weight_grad:
             grad_weights = [input.new_empty(0) for _ in weights]
         return (input.new_empty(0) if grad_input is None else grad_input, grad_hx, grad_cx,

@@ -141,17 +141,17 @@ struct RnnBackwardArgs {
   void* dx = nullptr;  // may be null on the CPU: the input's gradient is then not computed
   void* dh0 = nullptr;
   void* dc0 = nullptr;
-  std::vector<void*> dweights;
+  std::vector<void*> dweights;  // may be empty on the CPU: no weight gradient is computed
   void* workspace = nullptr;
 };
 
 // Preconditions every backend checks before touching memory (std::invalid_argument otherwise):
 // pointer counts, non-null buffers where the sizes need them, a finalized descriptor. The
 // forward's reserve may be null (inference); a backend without an inference mode checks it.
-// dx may be null where the backend can skip the input's gradient (optional_dx).
+// Where the backend can skip them (optional_grads), dx may be null and dweights empty.
 void check_forward_args(const RnnDesc& desc, const RnnForwardArgs& args, bool needs_workspace);
 void check_backward_args(const RnnDesc& desc, const RnnBackwardArgs& args, bool needs_workspace,
-                         bool optional_dx);
+                         bool optional_grads);
 
 // CPU entry points; `threads` workers (clamped to the machine) split every step's work.
 // Results are bitwise identical for any thread count.
