@@ -160,6 +160,7 @@ def rnn_flops(op: str, mode: str, rows: int, I: int, H: int, P: int = 0) -> floa
       backward ~ 2 x forward         (each GEMM gives two: the data gradient and the weight gradient)
       fwdbwd   = 3 x forward
       train    = fwdbwd less the input's data gradient (2*rows*G*H*I), which it does not need
+      frozen   = 2 x forward     (the data gradients only: no weight gradient)
     """
     G = GATES[op]
     R = P if P else H
@@ -170,6 +171,8 @@ def rnn_flops(op: str, mode: str, rows: int, I: int, H: int, P: int = 0) -> floa
         return 3.0 * fwd
     if mode == "train":
         return 3.0 * fwd - 2.0 * rows * G * H * I
+    if mode == "frozen":
+        return 2.0 * fwd
     raise ValueError(mode)
 
 

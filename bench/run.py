@@ -10,8 +10,11 @@ Modes (DESIGN.md section 5):
   fwd     forward under torch.no_grad(), random initial state
   fwdbwd  forward + backward of (out * g).sum() for a fixed random g; input and parameters
           require grad (their .grad is reset before each call)
+  train   fwdbwd with an input that needs no gradient (data, as a first layer sees it)
   step    single-step latency: T=1, B=1, I=H, the state returned by one call passed into the next,
           under torch.no_grad(); reported per step
+  frozen  fwdbwd with every parameter frozen: the input's and states' gradients only (--modes
+          frozen; not in the default run)
 
 Method: both modules hold the same weights (load_state_dict). Each configuration is first checked
 (fastrnn's outputs, final states and, for fwdbwd, input and parameter gradients against torch's;
@@ -61,9 +64,12 @@ STEP_STATE_STEPS = 8                          # steps run (and compared) by the 
 
 ALL_OPS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 # train: forward + backward with an input that needs no gradient (data, as a first layer sees it):
-# parameter and state gradients only.
-ALL_MODES = ("fwd", "fwdbwd", "train", "step")
-BACKWARD_MODES = ("fwdbwd", "train")
+# parameter and state gradients only. frozen: forward + backward with every parameter frozen
+# (requires_grad False): the input's and the states' gradients only. Not run unless asked for.
+ALL_MODES = ("fwd", "fwdbwd", "train", "step", "frozen")
+DEFAULT_MODES = ("fwd", "fwdbwd", "train", "step")
+BACKWARD_MODES = ("fwdbwd", "train", "frozen")
+INPUT_GRAD_MODES = ("fwdbwd", "frozen")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "float64": torch.float64}
 
@@ -214,13 +220,13 @@ def make_inputs(cfg: Config, data: Dict, device: torch.device, dtype: torch.dtyp
     if cfg.packed:
         p = data["packed"]
         pdata = to(p.data)
-        if cfg.mode == "fwdbwd":
+        if cfg.mode in INPUT_GRAD_MODES:
             leaf = pdata = pdata.clone().requires_grad_(True)
         x = PackedSequence(pdata, p.batch_sizes, p.sorted_indices.to(device),
                            p.unsorted_indices.to(device))
     else:
         x = to(data["x"])
-        if cfg.mode == "fwdbwd":
+        if cfg.mode in INPUT_GRAD_MODES:
             leaf = x = x.clone().requires_grad_(True)
     g = to(data["g"]) if cfg.mode in BACKWARD_MODES else None
     steps = to(data["steps"]) if cfg.mode == "step" else None
@@ -300,7 +306,8 @@ def outputs_for_check(mod: nn.Module, cfg: Config, inp: Inputs) -> Dict[str, tor
         if inp.leaf is not None:
             put("grad_input", inp.leaf.grad)
         for name, p in mod.named_parameters():
-            put("grad_" + name, p.grad)
+            if p.requires_grad:
+                put("grad_" + name, p.grad)
     put("out", out.data if isinstance(out, PackedSequence) else out)
     put_state(hx)
     return res
@@ -353,6 +360,7 @@ def run_config(cfg: Config, args, device: torch.device, fast_classes) -> Dict[st
     if cfg.mode not in BACKWARD_MODES:
         ref.eval()
         fast.eval()
+    if cfg.mode not in BACKWARD_MODES or cfg.mode == "frozen":
         for m in (ref, fast):
             m.requires_grad_(False)
     data = make_data(cfg, device, dtype, args.seed + 1)
@@ -369,7 +377,7 @@ def run_config(cfg: Config, args, device: torch.device, fast_classes) -> Dict[st
     if dtype in (torch.bfloat16, torch.float16):
         ref_f32 = TORCH_CLASSES[cfg.op](**kw).to(device=device)
         ref_f32.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
-        if cfg.mode not in BACKWARD_MODES:
+        if cfg.mode not in BACKWARD_MODES or cfg.mode == "frozen":
             ref_f32.requires_grad_(False)
         # the fp32 reference sees the same rounded values as the low-precision runs
         data32 = {k: (v.to(dtype).float() if isinstance(v, torch.Tensor) else v)
@@ -424,7 +432,8 @@ def parse_args(argv=None):
     p.add_argument("--ops", default="lstm,gru,rnn_tanh",
                    help=f"comma list from {','.join(ALL_OPS)} (default lstm,gru,rnn_tanh)")
     p.add_argument("--rnn-relu", action="store_true", help="also benchmark rnn_relu")
-    p.add_argument("--modes", default=",".join(ALL_MODES), help="comma list of fwd,fwdbwd,train,step")
+    p.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                   help="comma list of fwd,fwdbwd,train,step,frozen (default all but frozen)")
     p.add_argument("--shapes", default="",
                    help="comma list of TxBxIxH patterns (fnmatch globs, e.g. '100x16x*,1x1x512x512')")
     p.add_argument("--dtypes", default=None,

@@ -34,4 +34,4 @@ python3 -S -m pytest -q -p no:cacheprovider -W ignore \
   tests/test_rnn_ops.py tests/test_cpu_isa.py tests/test_cells_vs_torch.py tests/test_rnn_vs_torch.py \
   tests/test_ctc.py tests/test_threads.py tests/test_rnn_errors.py tests/test_bad_inputs.py \
   tests/test_limits.py tests/test_determinism.py tests/test_fuzz.py tests/test_inference_path.py \
-  tests/test_fast_path_autograd.py "$@"
+  tests/test_fast_path_autograd.py tests/test_vmap.py "$@"
