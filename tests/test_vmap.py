@@ -86,6 +86,13 @@ def _sample(kind, device, dtype=torch.float64, batched=True):
     return torch.randn(*shape, dtype=dtype, device=device)
 
 
+def _samples_and_parameters(kind, device):
+    """(torch's module, fastrnn's, SAMPLES samples stacked, fastrnn's parameters detached)."""
+    ref, mod = _pair(kind, device)
+    xs = torch.stack([_sample(kind, device) for _ in range(SAMPLES)])
+    return ref, mod, xs, {k: v.detach() for k, v in mod.named_parameters()}
+
+
 def _state(kind, module, like):
     """An initial state for ``module`` and one sample ``like`` (batched or not)."""
     batch = (BATCH,) if like.dim() == (2 if _is_cell(kind) else 3) else ()
@@ -159,9 +166,7 @@ def test_vmap_over_stacked_weights_runs_each_member(kind, grad_mode, device, nat
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", MODULES)
 def test_per_sample_gradients_match_torch(kind, device, native_calls, assert_close):
-    ref, mod = _pair(kind, device)
-    xs = torch.stack([_sample(kind, device) for _ in range(SAMPLES)])
-    params = {k: v.detach() for k, v in mod.named_parameters()}
+    ref, mod, xs, params = _samples_and_parameters(kind, device)
 
     def loss(params, x):
         return _weighted_sum(_flat(functional_call(mod, params, (x,))))
@@ -195,9 +200,7 @@ def test_jacrev_matches_torch_and_is_one_backward(kind, device, native_calls, as
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", MODULES)
 def test_grad_of_a_vmapped_call_matches_torch(kind, device, native_calls, assert_close):
-    ref, mod = _pair(kind, device)
-    xs = torch.stack([_sample(kind, device) for _ in range(SAMPLES)])
-    params = {k: v.detach() for k, v in mod.named_parameters()}
+    ref, mod, xs, params = _samples_and_parameters(kind, device)
 
     def loss(params, xs):
         return _weighted_sum(vmap(lambda x: _flat(functional_call(mod, params, (x,))))(xs))
