@@ -8,7 +8,8 @@ functorch) go through a ``StreamPlan``, which checks and runs them with the leas
 (``_PlannedRnn`` under autograd); every other call goes through ``run_rnn``, which takes the op
 only where the dispatcher is needed (compile, export, jit.trace, tensor subclasses, CUDA, meta)
 and otherwise runs the same implementation and autograd formula without it (``_EagerRnn``, or
-no autograd at all; functorch transforms always get ``_EagerRnn``, which has batching rules).
+no autograd at all; functorch transforms always get ``_EagerRnn``, or ``_EagerRnnInference``
+with grad mode off, which have batching rules).
 The modules check their arguments as torch does before calling; the op itself checks every
 shape the native core computes addresses from (``_sizes``), which is what a weight replaced
 through ``param.data`` or a direct caller can get wrong.
@@ -678,7 +679,8 @@ def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opti
     the autograd.Function torch.library builds for the op lacks the setup_context staticmethod
     they require (pytorch/pytorch#168393), so torch.func.grad through the op fails, and
     torch.func.jvp through it returns zero tangents; _EagerRnn has one, and batching rules for
-    vmap, and no jvp rule, so jvp raises instead."""
+    vmap, and no jvp rule, so jvp raises instead. With grad mode off (vmap for inference) they get
+    _EagerRnnInference, which keeps no reserve."""
     args = (input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
             proj_size, has_bias)
     tensors = (input, hx, cx, *weights)
