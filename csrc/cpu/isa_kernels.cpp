@@ -50,11 +50,16 @@ bool takes_half_weights(const RnnDesc& desc, DType dtype) {
          });
 }
 
+// Forward's and backward's precondition on RnnForwardArgs::half_weights.
+void check_half_weights(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args) {
+  FASTRNN_CHECK(args.half_weights == HalfWeights::None || takes_half_weights(desc, dtype),
+                "16-bit weights are not taken by these kernels for this call");
+}
+
 void forward(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args, int threads) {
   FASTRNN_CHECK(!args.bf16_input || takes_bf16_input(desc, dtype),
                 "bfloat16 input is not taken by these kernels for this call");
-  FASTRNN_CHECK(args.half_weights == HalfWeights::None || takes_half_weights(desc, dtype),
-                "16-bit weights are not taken by these kernels for this call");
+  check_half_weights(desc, dtype, args);
   with_dtype(dtype, [&](auto value) {
     with_cell(desc.cell, [&](auto cell) {
       Driver<decltype(value), decltype(cell)>(desc, threads).forward(args);
@@ -65,8 +70,7 @@ void forward(const RnnDesc& desc, DType dtype, const RnnForwardArgs& args, int t
 
 void backward(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int threads) {
   FASTRNN_CHECK(!args.fwd.bf16_input, "backward takes no bfloat16 input");
-  FASTRNN_CHECK(args.fwd.half_weights == HalfWeights::None || takes_half_weights(desc, dtype),
-                "16-bit weights are not taken by these kernels for this call");
+  check_half_weights(desc, dtype, args.fwd);
   with_dtype(dtype, [&](auto value) {
     with_cell(desc.cell, [&](auto cell) {
       Driver<decltype(value), decltype(cell)>(desc, threads).backward(args);

@@ -320,10 +320,6 @@ class Driver {
     }
   }
 
-  LayerWeights<T> layer_weights(const std::vector<const void*>& flat, int64_t l, int64_t d) const {
-    return LayerWeights<T>(layer_weight_ptrs(desc_, flat, l, d));
-  }
-
   // f(w) with the weight matrix w typed as stored: T, or bfloat16 or float16 in a half_weights
   // call, forward or backward (direct mode only: its products are the ones that take any of
   // these types).
