@@ -467,10 +467,10 @@ class StreamPlan:
         if self.half is None:
             return self._native_forward(input, weights, h0, c0, keep_reserve)
         output, hy, cy, reserve = self._native_forward(
-            input.float(), _widened_biases(weights), _float_or_none(h0), _float_or_none(c0),
-            keep_reserve)
+            input.float(), _widened_biases(weights), _contiguous(h0, torch.float32),
+            _contiguous(c0, torch.float32), keep_reserve)
         dtype = self.dtype
-        return _to_or_none(output, dtype), hy.to(dtype), _to_or_none(cy, dtype), reserve
+        return _contiguous(output, dtype), hy.to(dtype), _contiguous(cy, dtype), reserve
 
     def _native_forward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
                         c0: Optional[Tensor], keep_reserve: bool):
@@ -510,13 +510,14 @@ class StreamPlan:
         if self.half is None:
             return self._native_backward(input, weights, h0, c0, reserve, grad_output, grad_hy,
                                          grad_cy, input_grad, weight_grad)
-        widen = _float_or_none
+        # (_native_backward widens the incoming gradients itself)
         grad_input, grad_h0, grad_c0, grad_weights = self._native_backward(
-            input.float(), _widened_biases(weights), widen(h0), widen(c0), reserve,
-            widen(grad_output), widen(grad_hy), widen(grad_cy), input_grad, weight_grad)
+            input.float(), _widened_biases(weights), _contiguous(h0, torch.float32),
+            _contiguous(c0, torch.float32), reserve, grad_output, grad_hy, grad_cy, input_grad,
+            weight_grad)
         dtype = self.dtype
-        return (_to_or_none(grad_input, dtype), grad_h0.to(dtype), _to_or_none(grad_c0, dtype),
-                [_to_or_none(g, w.dtype) for g, w in zip(grad_weights, weights)])
+        return (_contiguous(grad_input, dtype), grad_h0.to(dtype), _contiguous(grad_c0, dtype),
+                [_contiguous(g, w.dtype) for g, w in zip(grad_weights, weights)])
 
     def _native_backward(self, input: Tensor, weights: List[Tensor], h0: Optional[Tensor],
                          c0: Optional[Tensor], reserve: Tensor, grad_output: Optional[Tensor],
@@ -589,14 +590,6 @@ def stream_plan(*args, **kwargs) -> Optional[StreamPlan]:
     if plan.half is not None and not _C.rnn_takes_half_weights(plan._desc, plan._dtype):
         return None
     return plan
-
-
-def _float_or_none(t: Optional[Tensor]) -> Optional[Tensor]:
-    return None if t is None else t.float()
-
-
-def _to_or_none(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
-    return None if t is None else t.to(dtype)
 
 
 def _widened_biases(weights: List[Tensor]) -> List[Tensor]:
