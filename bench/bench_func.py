@@ -16,7 +16,8 @@
   F.ctc_loss (its fallback loops; it needs every sample's longest target to be as long).
 
 Each row: medians over ``--repeats`` interleaved samples (fastrnn, then torch, each sample the
-median-free mean of enough calls to last ~0.2 s), every result checked against torch's first.
+mean over enough calls to last ~0.2 s, timed by common.Timer), every result checked against
+torch's first.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -38,20 +38,7 @@ import common  # noqa: E402
 SAMPLES = 16
 
 
-def _timer(fn, budget: float = 0.2):
-    """Seconds per call of fn, averaged over as many calls as fill ``budget`` (after one warm-up
-    call, which also sizes the loop)."""
-    start = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-6)
-    calls = max(1, int(budget / once))
-
-    def sample():
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        return (time.perf_counter() - start) / calls
-    return sample
+SAMPLE_MS = 200
 
 
 def _pair(cls, *args, **kwargs):
@@ -136,23 +123,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     device, threads = torch.device("cpu"), torch.get_num_threads()
     out = args.out or common.default_results_path(device, "func")
-    results, table = [], []
+    results, table, timer = [], [], common.Timer(device)
     for name, shape, impls in _workloads():
         _check(impls)
-        samplers = {impl: _timer(fn) for impl, fn in impls.items()}
+        # One call each (after the check's) sizes its samples: calls filling SAMPLE_MS.
+        inner = {impl: max(1, int(SAMPLE_MS / max(timer(fn), 1e-3))) for impl, fn in impls.items()}
         times = {impl: [] for impl in impls}
         for _ in range(args.repeats):
-            for impl, sample in samplers.items():
-                times[impl].append(sample())
+            for impl, fn in impls.items():
+                times[impl].append(timer(fn, inner[impl]))
         medians = {impl: statistics.median(t) for impl, t in times.items()}
         ours = medians["fastrnn"]
         for impl, t in times.items():
             results.append({"workload": name, "shape": shape, "impl": impl,
-                            "seconds": common.summarize(t)})
+                            **common.summarize(t)})
             speedup = "" if impl == "fastrnn" else f"{medians[impl] / ours:.2f}x"
-            table.append([name, shape, impl, f"{medians[impl] * 1e3:.3g}", speedup])
-        print(f"{name} {shape}: " + ", ".join(f"{i} {m * 1e3:.3g} ms" for i, m in
-                                               medians.items()), flush=True)
+            table.append([name, shape, impl, f"{medians[impl]:.3g}", speedup])
+        print(f"{name} {shape}: " + ", ".join(f"{i} {m:.3g} ms" for i, m in medians.items()),
+              flush=True)
     common.write_results(out, common.machine_meta(device, threads, common.command_line()),
                          results)
     print(f"\nfastrnn bench_func: torch {torch.__version__}, {threads} threads, medians of "
