@@ -300,31 +300,46 @@ def _ctc_reference(log_probs, targets, input_lengths, target_lengths, reduction,
 def _ctc_samples(device, batched=True, concatenated=False):
     """SAMPLES problems, each its own targets and lengths: (inputs [n, T, B, C] ([n, T, C]
     unbatched), targets (padded [n, B, S], or [n, B * S] concatenated), input lengths, target
-    lengths)."""
+    lengths). The longest target differs between samples (except unbatched, where vmap needs
+    every sample's targets as long as the others' and torch needs them as long as the target):
+    a per-sample call's alignment variables then differ in size."""
     batch = (BATCH,) if batched else ()
     inputs = torch.randn(SAMPLES, CTC_T, *batch, CTC_C, dtype=torch.float64, device=device)
-    targets = torch.randint(1, CTC_C, (SAMPLES, *batch, CTC_S), device=device)
+    # No label repeats its predecessor, so that every target fits the shortest input.
+    steps = torch.randint(1, CTC_C - 1, (SAMPLES, *batch, CTC_S + 1), device=device)
+    targets = 1 + steps.cumsum(-1) % (CTC_C - 1)
     input_lengths = torch.randint(CTC_T - 2, CTC_T + 1, (SAMPLES, *batch), device=device)
-    # torch takes 1-D targets (unbatched, or concatenated) only as long as the targets, exactly.
-    target_lengths = (torch.full((SAMPLES, *batch), CTC_S, device=device)
-                      if concatenated or not batched
-                      else torch.randint(0, CTC_S + 1, (SAMPLES, *batch), device=device))
-    if concatenated:
-        targets = targets.flatten(1)
+    if not batched:
+        return inputs, targets[..., :CTC_S], input_lengths, torch.full((SAMPLES,), CTC_S)
+    # Samples 1, 3, ... have a longest target of CTC_S + 1, the others CTC_S at most.
+    longer = torch.arange(SAMPLES, device=device) % 2 == 1
+    if concatenated:  # torch takes concatenated targets only as long as the targets, exactly
+        target_lengths = torch.full((SAMPLES, *batch), CTC_S, device=device)
+        target_lengths[longer, 0] -= 1
+        target_lengths[longer, 1] += 1
+        return inputs, targets[..., :CTC_S].flatten(1), input_lengths, target_lengths
+    target_lengths = torch.randint(0, CTC_S + 1, (SAMPLES, *batch), device=device)
+    target_lengths[longer, 0] = CTC_S + 1
     return inputs, targets, input_lengths, target_lengths
 
 
 @pytest.fixture
 def ctc_calls(monkeypatch):
-    """Counts the calls of the CTC loss's forward op (fastrnn::ctc_loss)."""
-    calls = []
-    original = fastrnn.ctc._ctc_loss_op
+    """Records the calls of the CTC loss's ops: {"forward": [need_alpha of each call of
+    fastrnn::ctc_loss], "backward": number of calls of fastrnn::ctc_loss_backward}."""
+    calls = dict(forward=[], backward=0)
+    forward, backward = fastrnn.ctc._ctc_loss_op, fastrnn.ctc._ctc_loss_backward_op
 
-    def counting(*args):
-        calls.append(args)
-        return original(*args)
+    def counting_forward(*args):
+        calls["forward"].append(args[-1])
+        return forward(*args)
 
-    monkeypatch.setattr(fastrnn.ctc, "_ctc_loss_op", counting)
+    def counting_backward(*args):
+        calls["backward"] += 1
+        return backward(*args)
+
+    monkeypatch.setattr(fastrnn.ctc, "_ctc_loss_op", counting_forward)
+    monkeypatch.setattr(fastrnn.ctc, "_ctc_loss_backward_op", counting_backward)
     return calls
 
 
@@ -336,7 +351,8 @@ def test_ctc_vmap_and_per_sample_gradients_match_torch(from_logits, reduction, l
                                                       ctc_calls, assert_close):
     """Each sample with its own targets and lengths (the longest target differs from sample to
     sample, which torch's own vmap of grad through F.ctc_loss cannot do). The samples fold into
-    one call's batch, except concatenated targets: one call per sample."""
+    one call's batch, except concatenated targets: one call per sample. The backward reads the
+    forward's alignment variables, which only a forward in grad mode keeps."""
     ours = fastrnn.ctc_loss_from_logits if from_logits else fastrnn.ctc_loss
     inputs, *rest = _ctc_samples(device, layout != "unbatched", layout == "concatenated")
     if not from_logits:
@@ -345,15 +361,29 @@ def test_ctc_vmap_and_per_sample_gradients_match_torch(from_logits, reduction, l
     def loss(x, targets, input_lengths, target_lengths):
         return ours(x, targets, input_lengths, target_lengths, reduction=reduction)
 
-    got = vmap(loss)(inputs, *rest)
+    calls = SAMPLES if layout == "concatenated" else 1
+    with torch.no_grad():
+        got = vmap(loss)(inputs, *rest)
     got_grads = vmap(grad(lambda *args: loss(*args).sum()))(inputs, *rest)
-    # The forward, then the forward and the forward again in backward.
-    assert len(ctc_calls) == 3 * (SAMPLES if layout == "concatenated" else 1)
+    assert ctc_calls == dict(forward=[False] * calls + [True] * calls, backward=calls)
     inputs = inputs.clone().requires_grad_()
     want = torch.stack([_ctc_reference(*sample, reduction, from_logits)
                         for sample in zip(inputs, *rest)])
     assert_close(got, want.detach())
     assert_close(got_grads, torch.autograd.grad(want.sum(), inputs)[0])
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_ctc_func_grad_runs_the_forward_once(from_logits, ctc_calls, assert_close):
+    """torch.func.grad's backward reads the alignment variables of its forward, as autograd's
+    does: one forward, one backward."""
+    ours = fastrnn.ctc_loss_from_logits if from_logits else fastrnn.ctc_loss
+    x, targets, input_lengths, target_lengths = (t[0] for t in _ctc_samples("cpu"))
+    got = grad(lambda x: ours(x, targets, input_lengths, target_lengths))(x)
+    assert ctc_calls == dict(forward=[True], backward=1)
+    x = x.clone().requires_grad_()
+    want = _ctc_reference(x, targets, input_lengths, target_lengths, "mean", from_logits)
+    assert_close(got, torch.autograd.grad(want, x)[0])
 
 
 # torch's jacrev through F.ctc_loss takes its vmap fallback, and says so.
@@ -364,7 +394,7 @@ def test_ctc_jacrev_matches_torch(from_logits, device, ctc_calls, assert_close):
     ours = fastrnn.ctc_loss_from_logits if from_logits else fastrnn.ctc_loss
     x, targets, input_lengths, target_lengths = (t[0] for t in _ctc_samples(device))
     got = jacrev(lambda x: ours(x, targets, input_lengths, target_lengths, reduction="none"))(x)
-    assert len(ctc_calls) == 2  # the forward, then every cotangent in one backward
+    assert ctc_calls == dict(forward=[True], backward=1)  # every cotangent in one backward
     want = jacrev(lambda x: _ctc_reference(x, targets, input_lengths, target_lengths, "none",
                                            from_logits))(x)
     assert_close(got, want)

@@ -19,18 +19,22 @@ import torch
 from torch import Tensor
 
 
-def fold_rows(t: Optional[Tensor], dim: Optional[int], n: int) -> Optional[Tensor]:
-    """A sample's [A, B, C] (steps or layers, batch, features) as one [A, n * B, C] tensor,
-    samples outermost in the batch; one without the vmapped dimension is repeated n times."""
+def fold_rows(t: Optional[Tensor], dim: Optional[int], n: int, at: int = 1) -> Optional[Tensor]:
+    """A sample's tensor with its batch at dimension ``at`` (the RNN's [A, B, C]: steps or
+    layers, batch, features) as one with n times the batch there, samples outermost; one
+    without the vmapped dimension is repeated n times."""
     if t is None:
         return None
-    t = t.unsqueeze(1).expand(t.shape[0], n, *t.shape[1:]) if dim is None else t.movedim(dim, 1)
-    return t.reshape(t.shape[0], -1, t.shape[-1])
+    if dim is None:
+        t = t.unsqueeze(at).expand(*t.shape[:at], n, *t.shape[at:])
+    else:
+        t = t.movedim(dim, at)
+    return t.flatten(at, at + 1)
 
 
-def unfold_rows(t: Tensor, n: int) -> Tensor:
-    """fold_rows undone: [A, n * B, C] as [A, n, B, C], the vmapped dimension at 1."""
-    return t.view(t.shape[0], n, -1, t.shape[-1])
+def unfold_rows(t: Tensor, n: int, at: int = 1) -> Tensor:
+    """fold_rows undone: n * B at ``at`` as [n, B], the vmapped dimension at ``at``."""
+    return t.view(*t.shape[:at], n, -1, *t.shape[at + 1:])
 
 
 def _blocks(reserve: Tensor, rows: int, widths: Sequence[int], dim: int) -> List[Tensor]:
@@ -53,14 +57,15 @@ def reserve_folded(reserve: Tensor, steps: int, n: int, batch: int,
                       for block, w in zip(_blocks(reserve, steps * batch, widths, 1), widths)])
 
 
-def per_sample(apply: Callable, n: int, in_dims: Sequence[Optional[int]], args: Sequence):
+def per_sample(apply: Callable, n: int, in_dims: Sequence[Optional[int]], args: Sequence,
+               stack: Callable[[List[Tensor]], Tensor] = torch.stack):
     """(results, out_dims) of one ``apply(*args)`` per sample: a tensor result, or each of a
-    tuple's, stacked along a new dimension 0. Arguments that are not tensors pass as they are
-    (vmap gives them in_dims shaped like them, of None)."""
+    tuple's, stacked by ``stack`` along a new dimension 0. Arguments that are not tensors pass
+    as they are (vmap gives them in_dims shaped like them, of None)."""
     results = [apply(*(a.select(d, i) if isinstance(a, Tensor) and d is not None else a
                        for a, d in zip(args, in_dims)))
                for i in range(n)]
     if isinstance(results[0], Tensor):
-        return torch.stack(results), 0
-    stacked = tuple(torch.stack(r) for r in zip(*results))
+        return stack(results), 0
+    stacked = tuple(stack(list(r)) for r in zip(*results))
     return stacked, (0,) * len(stacked)

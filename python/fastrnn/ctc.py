@@ -212,34 +212,38 @@ class _FunctorchCtc(torch.autograd.Function):
     (pytorch/pytorch#168393), and _prepare reads lengths and targets on the host, which a vmapped
     tensor does not allow: here _prepare and the op run below the transforms, on plain tensors,
     and the batching rule folds the samples (each may have its own targets and lengths) into
-    the batch of one call. Inputs: ``_ctc``'s arguments, blank an int. Returns the loss per batch element
-    (before the reduction) and the target lengths as _prepare made them, both without the batch
-    dimension for unbatched input. Its backward is _FunctorchCtcBackward."""
+    the batch of one call. Inputs: ``_ctc``'s arguments (blank an int), then need_alpha (whether
+    a backward may follow). Returns the loss per batch element (before the reduction) and the
+    target lengths as _prepare made them, both without the batch dimension for unbatched input,
+    then the op's alignment variables for _FunctorchCtcBackward (log_alpha [B, T, 2S + 1], empty
+    without need_alpha; row_lse [T, B] from logits, else empty; B = 1 for unbatched input)."""
 
     @staticmethod
     def forward(input, targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
-                from_logits):
+                from_logits, need_alpha):
         p = _prepare(input, targets, input_lengths, target_lengths, blank, reduction,
                      _what(from_logits))
-        loss, _, _ = _ctc_loss_op(*_op_args(p, blank, zero_infinity, from_logits), False)
-        return _per_element(p, loss)
+        loss, log_alpha, row_lse = _ctc_loss_op(*_op_args(p, blank, zero_infinity, from_logits),
+                                                need_alpha)
+        return *_per_element(p, loss), log_alpha, row_lse
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.mark_non_differentiable(output[1])
+        ctx.mark_non_differentiable(*output[1:])
         # The lengths may be tensors or Python ints: tensors are saved, the rest kept as given.
-        ctx.save_for_backward(*(a for a in inputs[:4] if isinstance(a, Tensor)))
+        ctx.save_for_backward(*(a for a in inputs[:4] if isinstance(a, Tensor)), *output[2:])
         ctx.arguments = [None if isinstance(a, Tensor) else a for a in inputs]
 
     @staticmethod
-    def backward(ctx, grad_loss, _grad_target_lengths):
+    def backward(ctx, grad_loss, *_grads_of_non_differentiable):
         saved = iter(ctx.saved_tensors)
-        input, targets, input_lengths, target_lengths, blank, _, zero_infinity, from_logits = (
+        input, targets, input_lengths, target_lengths, blank, _, _, from_logits, _ = (
             next(saved) if a is None else a for a in ctx.arguments)
+        log_alpha, row_lse = saved
         grad_input = _FunctorchCtcBackward.apply(grad_loss, input, targets, input_lengths,
-                                                 target_lengths, blank, zero_infinity,
+                                                 target_lengths, log_alpha, row_lse, blank,
                                                  from_logits)
-        return (grad_input,) + (None,) * 7
+        return (grad_input,) + (None,) * 8
 
     @staticmethod
     def vmap(info, in_dims, input, targets, input_lengths, target_lengths, *rest):
@@ -250,10 +254,14 @@ class _FunctorchCtc(torch.autograd.Function):
         folded = _ctc_folded(n, in_dims[:4], input, targets, input_lengths, target_lengths)
         if folded is None:
             return per_sample(_FunctorchCtc.apply, n, in_dims,
-                              (input, targets, input_lengths, target_lengths, *rest))
-        loss, target_lengths = _FunctorchCtc.apply(*folded, *rest)
+                              (input, targets, input_lengths, target_lengths, *rest),
+                              stack=_stack_padded)
+        loss, target_lengths, log_alpha, row_lse = _FunctorchCtc.apply(*folded, *rest)
         shape = (n,) if unbatched else (n, -1)
-        return (loss.view(shape), target_lengths.view(shape)), (0, 0)
+        (log_alpha, alpha_dim), (row_lse, lse_dim) = (
+            _alignment_per_sample(log_alpha, n, 0), _alignment_per_sample(row_lse, n, 1))
+        return ((loss.view(shape), target_lengths.view(shape), log_alpha, row_lse),
+                (0, 0, alpha_dim, lse_dim))
 
 
 def _unbatched(input: Tensor, dim: Optional[int]) -> bool:
@@ -280,25 +288,49 @@ def _ctc_folded(n: int, dims, input: Tensor, targets: Tensor, input_lengths, tar
         return None
     targets = (targets.expand(n, *targets.shape) if targets_dim is None
                else targets.movedim(targets_dim, 0))
+    if unbatched:  # a sample [T, C] as a batch of one, [T, 1, C]
+        input, input_dim = ((input.unsqueeze(1), None) if input_dim is None
+                            else (input.movedim(input_dim, 0).unsqueeze(2), 0))
     return (fold_rows(input, input_dim, n), targets if unbatched else targets.flatten(0, 1),
             _folded_per_element(input_lengths, dims[2], n),
             _folded_per_element(target_lengths, dims[3], n))
 
 
+# The alignment variables have their batch at dimension 0 (log_alpha) or 1 (row_lse), and are
+# empty where not computed: a sample's empty one is [0], n samples' [n, 0] vmapped at 0.
+
+def _alignment_per_sample(t: Tensor, n: int, at: int):
+    """A folded call's alignment variable as n samples', and the dimension they are at."""
+    return (t.new_empty(n, 0), 0) if t.numel() == 0 else (unfold_rows(t, n, at), at)
+
+
+def _alignment_folded(t: Tensor, dim: Optional[int], n: int, at: int) -> Tensor:
+    """n samples' alignment variable, vmapped at ``dim``, as one folded call's."""
+    return t.new_empty(0) if t.numel() == 0 else fold_rows(t, dim, n, at)
+
+
+def _stack_padded(results: list) -> Tensor:
+    """torch.stack of one output of the per-sample calls. Only log_alpha's sizes can differ
+    between samples (2 * a sample's longest target + 1): those are padded with -inf to the
+    widest, what one call over all of them would hold there and what backward never reads."""
+    width = max(t.shape[-1] for t in results)
+    return torch.stack([t if t.shape[-1] == width
+                        else torch.nn.functional.pad(t, (0, width - t.shape[-1]),
+                                                     value=-float("inf"))
+                        for t in results])
+
+
 class _FunctorchCtcBackward(torch.autograd.Function):
-    """_FunctorchCtc's backward, a Function of its own for the same reasons: it runs the forward
-    again (the transforms cannot carry the op's alignment variables between forward and
-    backward: their size depends on each sample's targets) and the op's backward, below the
-    transforms, with a batching rule; a grad level records a node that raises the
-    double-backward error. Returns the gradient of the input (log-probabilities or logits)."""
+    """_FunctorchCtc's backward, a Function of its own for the same reasons: the op's backward
+    below the transforms, from the alignment variables _FunctorchCtc returned, with a batching
+    rule; a grad level records a node that raises the double-backward error. Returns the
+    gradient of the input (log-probabilities or logits)."""
 
     @staticmethod
-    def forward(grad_loss, input, targets, input_lengths, target_lengths, blank, zero_infinity,
-                from_logits):
+    def forward(grad_loss, input, targets, input_lengths, target_lengths, log_alpha, row_lse,
+                blank, from_logits):
         p = _prepare(input, targets, input_lengths, target_lengths, blank, "none",
                      _what(from_logits))
-        _, log_alpha, row_lse = _ctc_loss_op(*_op_args(p, blank, zero_infinity, from_logits),
-                                             True)
         grad_input = _ctc_loss_backward_op(
             grad_loss.reshape(-1), p["input"], p["targets"], p["target_offsets"],
             p["input_lengths"], p["target_lengths"], log_alpha, row_lse, blank, from_logits)
@@ -313,16 +345,20 @@ class _FunctorchCtcBackward(torch.autograd.Function):
         raise RuntimeError(_NO_DOUBLE_BACKWARD)
 
     @staticmethod
-    def vmap(info, in_dims, grad_loss, input, targets, input_lengths, target_lengths, *rest):
+    def vmap(info, in_dims, grad_loss, input, targets, input_lengths, target_lengths, log_alpha,
+             row_lse, *rest):
         """torch.func.vmap's rule, folded as _FunctorchCtc's (jacrev: every cotangent in one
         call)."""
         n = info.batch_size
         folded = _ctc_folded(n, in_dims[1:5], input, targets, input_lengths, target_lengths)
         if folded is None:
             return per_sample(_FunctorchCtcBackward.apply, n, in_dims,
-                              (grad_loss, input, targets, input_lengths, target_lengths, *rest))
-        grad_input = _FunctorchCtcBackward.apply(_folded_per_element(grad_loss, in_dims[0], n),
-                                                 *folded, *rest)
+                              (grad_loss, input, targets, input_lengths, target_lengths,
+                               log_alpha, row_lse, *rest))
+        grad_input = _FunctorchCtcBackward.apply(
+            _folded_per_element(grad_loss, in_dims[0], n), *folded,
+            _alignment_folded(log_alpha, in_dims[5], n, 0),
+            _alignment_folded(row_lse, in_dims[6], n, 1), *rest)
         # [T, n * B, C] as [T, n, B, C]; unbatched samples' [T, n, C] has n at 1 already
         return (grad_input if _unbatched(input, in_dims[1]) else unfold_rows(grad_input, n)), 1
 
@@ -464,9 +500,11 @@ def _ctc(input, targets, input_lengths, target_lengths, blank, reduction, zero_i
          from_logits):
     blank = _as_blank(blank)
     if torch._C._are_functorch_transforms_active() and not recording():
-        loss, target_lengths = _FunctorchCtc.apply(input, targets, input_lengths, target_lengths,
-                                                   blank, reduction, bool(zero_infinity),
-                                                   from_logits)
+        # Grad mode decides whether the alignment variables are kept: a vmapped input does not
+        # say whether a grad level below tracks it.
+        loss, target_lengths, _, _ = _FunctorchCtc.apply(
+            input, targets, input_lengths, target_lengths, blank, reduction, bool(zero_infinity),
+            from_logits, torch.is_grad_enabled())
     else:
         p = _prepare(input, targets, input_lengths, target_lengths, blank, reduction,
                      _what(from_logits))
