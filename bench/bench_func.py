@@ -1,4 +1,5 @@
-"""torch.func workloads on the CPU: fastrnn against what torch offers for the same result.
+"""torch.func workloads and double backward on the CPU: fastrnn against what torch offers for
+the same result.
 
     python bench/bench_func.py [--repeats 7] [--out bench/results/<file>.json]
 
@@ -14,6 +15,9 @@
   through each module.
 - ``ctc per-sample grads``: vmap of grad through ctc_loss, against torch's vmap of grad through
   F.ctc_loss (its fallback loops; it needs every sample's longest target to be as long).
+- ``gradient penalty``: autograd's double backward, a WGAN-GP critic's step (the gradients of
+  the output's mean plus 10 (|d out.sum() / dx| - 1)^2, w.r.t. the input and every weight),
+  against torch's module. fastrnn's second order reruns the stack through torch's functions.
 
 Each row: medians over ``--repeats`` interleaved samples (fastrnn, then torch, each sample the
 mean over enough calls to last ~0.2 s, timed by common.Timer), every result checked against
@@ -52,6 +56,14 @@ def _loss(out):
     return (out[0] if isinstance(out, tuple) else out).square().sum()
 
 
+def _penalty_step(module, x):
+    x = x.clone().requires_grad_()
+    out = module(x)[0]
+    (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    loss = out.mean() + 10 * (g.norm(dim=-1) - 1).square().mean()
+    return torch.autograd.grad(loss, [x, *module.parameters()])
+
+
 def _workloads():
     """(name, what, {implementation: callable}, check) rows; check() asserts the results agree."""
     rows = []
@@ -83,6 +95,10 @@ def _workloads():
         if cls == "LSTM":
             impls["torch vmap"] = lambda ref=ref, p=ref_params, xs=xs: per_sample(ref, p, xs)
         rows.append((f"{cls.lower()} per-sample grads", "16 x (50x1x64x128)", impls))
+        x = torch.randn(50, 16, 64)
+        rows.append((f"{cls.lower()} gradient penalty", "50x16x64x128", {
+            "fastrnn": lambda ours=ours, x=x: _penalty_step(ours, x),
+            "torch": lambda ref=ref, x=x: _penalty_step(ref, x)}))
         small_ref, small = _pair(cls, 16, 32)
         x = torch.randn(20, 1, 16)
         rows.append((f"{cls.lower()} jacrev", "20x1x16x32", {

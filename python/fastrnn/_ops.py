@@ -27,6 +27,7 @@ from torch import Tensor
 from . import _C
 from ._batching import fold_rows, per_sample, reserve_folded, reserve_per_sample, unfold_rows
 from ._backend import compute_dtype, cuda_module, native_dtype
+from ._double_backward import differentiable_gradients, torch_rnn
 
 __all__ = ["rnn", "run_rnn", "StreamPlan", "recording", "capturing", "rnn_backward",
            "CELL_GATES", "weight_shapes"]
@@ -394,7 +395,8 @@ class StreamPlan:
     general path does."""
 
     __slots__ = ("_desc", "_dtype", "_workspace_bytes", "_reserve_elems", "_weights",
-                 "_state_shapes", "_result_shapes", "_transposed", "dtype", "half")
+                 "_state_shapes", "_result_shapes", "_transposed", "_config", "_batch", "dtype",
+                 "half")
 
     def __init__(self, cell: str, num_layers: int, bidirectional: bool, proj_size: int,
                  has_bias: bool, input_size: int, hidden: int, steps: int, batch: int,
@@ -414,6 +416,7 @@ class StreamPlan:
         self._weights = tuple(zip(weight_names, (shape for _, shape in shapes)))
         self._state_shapes, self._result_shapes = state_shapes, result_shapes
         self._transposed, self.dtype = transposed, dtype
+        self._config, self._batch = (cell, num_layers, bidirectional, proj_size, has_bias), batch
 
     def states(self, hx) -> Optional[Tuple[Optional[Tensor], Optional[Tensor]]]:
         """(h0, c0) from ``hx`` (None where absent; contiguous), or None unless hx is None or
@@ -551,6 +554,18 @@ class StreamPlan:
         return grad_input, grad_h0, grad_c0, grad_weights
 
 
+    def rerun(self, input: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], *weights):
+        """forward()'s (output, hy, cy) computed by torch's differentiable functions
+        (_double_backward.torch_rnn), for second derivatives."""
+        batch, (output_shape, hy_shape, cy_shape) = self._batch, self._result_shapes
+        output, hy, cy = torch_rnn(
+            self._config, None, (), input.reshape(-1, batch, input.shape[-1]),
+            *(None if s is None else s.reshape(-1, batch, s.shape[-1]) for s in (h0, c0)),
+            *weights)
+        return (None if output_shape is None else output.reshape(output_shape),
+                hy.reshape(hy_shape), None if cy_shape is None else cy.reshape(cy_shape))
+
+
 def _fit_weight(w: Tensor, shape, dtype: torch.dtype) -> bool:
     """Whether the kernels can read w as the weight of ``shape``: contiguous, on the CPU, of
     ``dtype``."""
@@ -578,9 +593,11 @@ class _PlannedRnn(torch.autograd.Function):
             grad_input, grad_h0, grad_c0, grad_weights = ctx.plan.backward(
                 input, weights, h0, c0, reserve, grad_output, grad_hy, grad_cy,
                 input_grad=ctx.needs_input_grad[1], weight_grad=any(ctx.needs_input_grad[4:]))
-        return _first_order((None, grad_input, None if h0 is None else grad_h0,
-                             None if c0 is None else grad_c0, *grad_weights),
-                            (*saved, grad_output, grad_hy, grad_cy))
+        grad_input, grad_h0, grad_c0, *grad_weights = differentiable_gradients(
+            (grad_input, None if h0 is None else grad_h0, None if c0 is None else grad_c0,
+             *grad_weights), (input, h0, c0, *weights), (grad_output, grad_hy, grad_cy),
+            ctx.plan.rerun)
+        return (None, grad_input, grad_h0, grad_c0, *grad_weights)
 
 
 def stream_plan(*args, **kwargs) -> Optional[StreamPlan]:
@@ -620,31 +637,8 @@ rnn = torch.library.custom_op("fastrnn::rnn", mutates_args=())(_rnn_impl)
 
 _PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
 _NO_DOUBLE_BACKWARD = ("fastrnn: double backward (the gradient of a gradient) through "
-                       "fastrnn.rnn is not supported")
-
-
-def _first_order(grads, computed_from):
-    """What a backward returns, ``grads`` (tensors, None, lists of them) computed without a
-    graph. When autograd records the backward (create_graph=True, which torch.func.grad always
-    asks for) and a tensor in ``computed_from`` (the saved tensors and incoming gradients)
-    requires grad, each gradient passes through a node that raises _NO_DOUBLE_BACKWARD when
-    differentiated: first-order use stays right, and a second derivative raises instead of
-    silently missing fastrnn's terms. The CTC loss's backward op behaves the same way."""
-    if not torch.is_grad_enabled():  # the common case, first: a streamed step pays this
-        return grads
-    tracked = [t for t in computed_from if t is not None and t.requires_grad]
-    if not tracked:
-        return grads
-    flat, spec = torch.utils._pytree.tree_flatten(grads)
-    where = [i for i, g in enumerate(flat) if isinstance(g, Tensor)]
-    # The tracked tensors are the node's inputs too, so that differentiating the gradients
-    # with respect to any of them reaches the node (its extra outputs are dropped).
-    raising = torch._C._functions.DelayedError(
-        _NO_DOUBLE_BACKWARD.encode(), len(where) + len(tracked))(
-        *(flat[i].detach() for i in where), *tracked)
-    for i, g in zip(where, raising):
-        flat[i] = g
-    return torch.utils._pytree.tree_unflatten(flat, spec)
+                       "fastrnn.rnn under torch.func transforms is not supported (autograd's "
+                       "create_graph=True is)")
 
 
 def recording() -> bool:
@@ -825,13 +819,15 @@ def _rnn_grads(ctx, grad_output, grad_hy, grad_cy, run_backward, input_grad: boo
     ``rnn_backward`` op, or its implementation when no dispatcher is involved, which may skip the
     weights' gradients); the input's gradient None, and not computed, unless ``input_grad``."""
     args = _backward_args(ctx, grad_output, grad_hy, grad_cy)
+    input, weights, hx, cx, batch_sizes, masks = args[:6]
     with torch.no_grad():
         grad_input, grad_hx, grad_cx, grad_weights = run_backward(*args, *ctx.config, input_grad)
-    return _first_order(
-        (grad_input if input_grad else None, grad_weights, grad_hx if ctx.has_hx else None,
-         grad_cx if ctx.has_cx else None, None, [None] * ctx.num_masks,
-         None, None, None, None, None),
-        (*ctx.saved_tensors, *args[7:]))
+    grad_input, grad_hx, grad_cx, *grad_weights = differentiable_gradients(
+        (grad_input if input_grad else None, grad_hx if ctx.has_hx else None,
+         grad_cx if ctx.has_cx else None, *grad_weights), (input, hx, cx, *weights), args[7:],
+        functools.partial(torch_rnn, ctx.config, batch_sizes, masks))
+    return (grad_input, grad_weights, grad_hx, grad_cx, None, [None] * ctx.num_masks,
+            None, None, None, None, None)
 
 
 def _rnn_backward(ctx, grad_output, grad_hy, grad_cy, _grad_reserve):

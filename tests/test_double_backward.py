@@ -1,0 +1,182 @@
+"""Gradients of gradients through the modules and cells (autograd with create_graph=True):
+gradient penalties, Hessians, torch.autograd.functional.jvp (a double-backward trick) and a
+third order, held to torch's own modules, which support them on the CPU. fastrnn's first
+order is its kernels'; the second order reruns the stack through torch's functions
+(python/fastrnn/_double_backward.py). gradgradcheck of the op itself, with dropout masks and
+packed input: tests/test_rnn_ops.py. Under torch.func transforms a second order still raises
+(tests/test_vmap.py, tests/test_ecosystem.py).
+"""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import fastrnn
+from pairs import make_pair
+
+MODULES = {
+    "rnn_tanh": (nn.RNN, dict(nonlinearity="tanh")),
+    "rnn_relu_2layer_bidir": (nn.RNN, dict(nonlinearity="relu", num_layers=2,
+                                           bidirectional=True)),
+    "lstm": (nn.LSTM, {}),
+    "lstm_proj_2layer": (nn.LSTM, dict(proj_size=3, num_layers=2)),
+    "gru_bidir_batch_first": (nn.GRU, dict(bidirectional=True, batch_first=True)),
+    "lstm_cell": (nn.LSTMCell, {}),
+    "gru_cell": (nn.GRUCell, {}),
+    "rnn_cell_nobias": (nn.RNNCell, dict(bias=False)),
+}
+I, H = 4, 5
+CELL_CLASSES = (nn.LSTMCell, nn.GRUCell, nn.RNNCell)
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not (torch.cuda.is_available() and fastrnn.cuda_build_available()),
+    reason="needs a CUDA device and a build with the CUDA module"))]
+
+
+def _leaves(module, x, hx):
+    return [x] + ([] if hx is None else list(hx) if isinstance(hx, tuple) else [hx]) \
+        + list(module.parameters())
+
+
+def _flat(result):
+    return [t for part in result for t in (part if isinstance(part, tuple) else (part,))] \
+        if isinstance(result, tuple) else [result]
+
+
+def _inputs(torch_cls, kwargs, dtype, device, batch=3, steps=4):
+    """(x, hx) for a module or cell: leaves that require grad; hx a tuple for LSTM."""
+    shape = (batch, I) if torch_cls in CELL_CLASSES else (
+        (batch, steps, I) if kwargs.get("batch_first") else (steps, batch, I))
+    x = torch.randn(shape, dtype=dtype, device=device, requires_grad=True)
+    if torch_cls in CELL_CLASSES:
+        states = (batch, H)
+    else:
+        D = 2 if kwargs.get("bidirectional") else 1
+        states = (kwargs.get("num_layers", 1) * D, batch, kwargs.get("proj_size") or H)
+    h = torch.randn(states, dtype=dtype, device=device, requires_grad=True)
+    if torch_cls in (nn.LSTM, nn.LSTMCell):
+        c_shape = states[:-1] + (H,)
+        return x, (h, torch.randn(c_shape, dtype=dtype, device=device, requires_grad=True))
+    return x, h
+
+
+def _penalty_gradients(module, x, hx):
+    """The gradients, w.r.t. the input, the state and every parameter, of a gradient penalty:
+    the squared norm of the gradient of a loss whose own gradient depends on the results
+    (sum of squares), so that both second-order paths are exercised (through the saved
+    tensors, and through the incoming gradients)."""
+    with warnings.catch_warnings():  # torch's, for its projection
+        warnings.filterwarnings("ignore", message="LSTM with projections is not supported")
+        results = _flat(module(x, hx))
+    leaves = _leaves(module, x, hx)
+    loss = sum((r * r).sum() for r in results)
+    first = torch.autograd.grad(loss, leaves, create_graph=True)
+    penalty = sum((g * g).sum() for g in first)
+    return [g.detach() for g in first], torch.autograd.grad(penalty, leaves)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("path", ["fast", "general"])
+@pytest.mark.parametrize("case", MODULES)
+def test_gradient_penalty_matches_torch(case, path, dtype, device, assert_close, tol,
+                                        monkeypatch):
+    """Both ways the modules run with autograd: a StreamPlan (_PlannedRnn) and the general
+    path (_EagerRnn on the CPU, the op on CUDA). float64 against torch's float64 element by
+    element. In float32 a second derivative's small elements carry errors well above float32's
+    rounding, torch's own as much as fastrnn's (up to ~5e-4 relative against float64 on these
+    problems, for both): float32 is held to torch's float64 on the same values, each gradient
+    within the table's float32 rtol in norm (both measure ~2e-7; a missing term is O(1))."""
+    torch_cls, kwargs = MODULES[case]
+    ref, mod = make_pair(torch_cls, I, H, **kwargs)
+    ref, mod = ref.to(device, torch.float64), mod.to(device, dtype)
+    if path == "general":
+        monkeypatch.setattr(type(mod), "_stream", lambda *args: None, raising=False)
+    x, hx = _inputs(torch_cls, kwargs, dtype, device)
+    got_first, got = _penalty_gradients(mod, x, hx)
+    wide = lambda t: t.detach().double().requires_grad_()  # noqa: E731
+    want_first, want = _penalty_gradients(
+        ref, wide(x), tuple(map(wide, hx)) if isinstance(hx, tuple) else wide(hx))
+    for g, w in zip(got_first + list(got), want_first + list(want), strict=True):
+        if dtype == torch.float64:
+            assert_close(g, w)
+        else:
+            assert g.dtype == dtype
+            assert (g.double() - w).norm() <= tol(dtype)["rtol"] * w.norm()
+
+
+def test_second_order_with_dropout_and_packed_input_matches_the_reference(assert_close):
+    """A two-layer LSTM in training mode with dropout over packed sequences: its masks drawn
+    from torch's RNG, the reference (fastrnn.reference.rnn_stack, a loop of torch ops) fed the
+    same masks by replaying the seed."""
+    from fastrnn.reference import rnn_stack
+
+    mod = fastrnn.LSTM(I, H, num_layers=2, dropout=0.4, bidirectional=True).double()
+    lengths = torch.tensor([4, 2, 3])
+    x = torch.randn(4, 3, I, dtype=torch.float64, requires_grad=True)
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    seed = torch.seed()
+
+    torch.manual_seed(seed)
+    out = mod(packed)[0].data
+    torch.manual_seed(seed)  # the module's mask, drawn again
+    want_out = rnn_stack(packed.data, mod._flat_weights, None, None, packed.batch_sizes,
+                         mod._dropout_masks(packed.data), "LSTM", 2, True, 0, True)[0]
+    assert_close(out, want_out)  # the same mask
+    leaves = [x, *mod.parameters()]
+    results = []
+    for o in (out, want_out):
+        first = torch.autograd.grad((o * o).sum(), leaves, create_graph=True)
+        results.append(torch.autograd.grad(sum((g * g).sum() for g in first), leaves,
+                                           retain_graph=True))  # both share the packing
+    for g, w in zip(*results, strict=True):
+        assert_close(g, w)
+
+
+def test_hessian_and_autograd_jvp_match_torch(assert_close):
+    """torch.autograd.functional.hessian and .jvp (which takes a vector-Jacobian product's
+    derivative with respect to its incoming gradient) through a GRU."""
+    ref, mod = make_pair(nn.GRU, I, H, num_layers=2)
+    ref, mod = ref.double(), mod.double()
+    x = torch.randn(3, 2, I, dtype=torch.float64)
+    v = torch.randn_like(x)
+    for functional in (lambda m: torch.autograd.functional.hessian(
+                           lambda x: m(x)[0].tanh().sum(), x),
+                       lambda m: torch.autograd.functional.jvp(lambda x: m(x)[0], x, v)[1]):
+        assert_close(functional(mod), functional(ref))
+
+
+def test_third_order_matches_torch(assert_close):
+    """A second order recorded with create_graph=True is itself differentiable (torch's graph
+    of the rerun)."""
+    ref, mod = make_pair(nn.RNN, I, H)
+    ref, mod = ref.double(), mod.double()
+    x = torch.randn(3, 2, I, dtype=torch.float64, requires_grad=True)
+    results = []
+    for m in (ref, mod):
+        (g1,) = torch.autograd.grad(m(x)[0].pow(2).sum(), x, create_graph=True)
+        (g2,) = torch.autograd.grad(g1.pow(2).sum(), x, create_graph=True)
+        results.append(torch.autograd.grad(g2.pow(2).sum(), [x, m.weight_hh_l0]))
+    for g, w in zip(*results, strict=True):
+        assert_close(g, w)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_16bit_second_order_is_the_float32_one_rounded(dtype, assert_close):
+    """fastrnn computes 16-bit modules in float32 (results rounded once); so does the rerun."""
+    _, mod = make_pair(nn.LSTM, I, H)
+    wide = fastrnn.LSTM(I, H)
+    wide.load_state_dict(mod.state_dict())
+    mod = mod.to(dtype)
+    wide.load_state_dict({k: v.float() for k, v in mod.state_dict().items()})
+    x = torch.randn(2, 3, I).to(dtype)
+    results = []
+    for m, xx in ((mod, x), (wide, x.float())):
+        xx = xx.clone().requires_grad_()
+        (g,) = torch.autograd.grad(m(xx)[0].float().pow(2).sum(), xx, create_graph=True)
+        results.append(torch.autograd.grad(g.float().pow(2).sum(), [xx, m.weight_hh_l0]))
+    for g, w in zip(*results, strict=True):
+        assert g.dtype == dtype
+        assert_close(g.float(), w.to(dtype).float(), dtype)
