@@ -1,7 +1,8 @@
-"""Gradients of gradients through the modules and cells (autograd with create_graph=True):
-gradient penalties, Hessians, torch.autograd.functional.jvp (a double-backward trick) and a
-third order, held to torch's own modules, which support them on the CPU. fastrnn's first
-order is its kernels'; the second order reruns the stack through torch's functions
+"""Derivatives beyond first-order reverse mode, through the modules and cells: gradients of
+gradients (autograd with create_graph=True: gradient penalties, Hessians,
+torch.autograd.functional.jvp, a third order) and forward-mode AD (torch.func.jvp, jacfwd,
+torch.autograd.forward_ad), held to torch's own modules, which support them on the CPU.
+fastrnn's first order is its kernels'; the rest reruns the stack through torch's functions
 (python/fastrnn/_double_backward.py). gradgradcheck of the op itself, with dropout masks and
 packed input: tests/test_rnn_ops.py. Under torch.func transforms a second order still raises
 (tests/test_vmap.py, tests/test_ecosystem.py).
@@ -11,8 +12,10 @@ import warnings
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.func import functional_call
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fastrnn
 from pairs import make_pair
@@ -30,6 +33,9 @@ MODULES = {
 }
 I, H = 4, 5
 CELL_CLASSES = (nn.LSTMCell, nn.GRUCell, nn.RNNCell)
+# torch.func.jvp and forward_ad import code that uses a deprecated torch.jit decorator.
+_JIT_DEPRECATED = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not (torch.cuda.is_available() and fastrnn.cuda_build_available()),
     reason="needs a CUDA device and a build with the CUDA module"))]
@@ -180,3 +186,105 @@ def test_16bit_second_order_is_the_float32_one_rounded(dtype, assert_close):
     for g, w in zip(*results, strict=True):
         assert g.dtype == dtype
         assert_close(g.float(), w.to(dtype).float(), dtype)
+
+
+def _tangents_by_torch(ref, params, x, hx, tangents):
+    """The output tangents of torch's module by the double-vjp trick (torch.func.jvp does not
+    run through its oneDNN LSTM). hx and its tangent: a tensor, or a tuple for LSTM."""
+    names, pair = list(params), isinstance(hx, tuple)
+
+    def results(x, *rest):
+        hx, ps = (rest[:2], rest[2:]) if pair else (rest[0], rest[1:])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LSTM with projections is not supported")
+            return tuple(_flat(functional_call(ref, dict(zip(names, ps)), (x, hx))))
+
+    flat = lambda t: t if isinstance(t, tuple) else (t,)  # noqa: E731
+    return torch.autograd.functional.jvp(
+        results, (x, *flat(hx), *params.values()),
+        (tangents[0], *flat(tangents[1]), *tangents[2:]))[1]
+
+
+@_JIT_DEPRECATED
+@pytest.mark.parametrize("case", MODULES)
+def test_func_jvp_matches_torch(case, assert_close):
+    """torch.func.jvp with tangents on the input, the state and every parameter (the general
+    path: functorch transforms always take it)."""
+    torch_cls, kwargs = MODULES[case]
+    ref, mod = make_pair(torch_cls, I, H, **kwargs)
+    ref, mod = ref.double(), mod.double()
+    x, hx = (t.detach() if isinstance(t, torch.Tensor) else tuple(h.detach() for h in t)
+             for t in _inputs(torch_cls, kwargs, torch.float64, "cpu"))
+    params = {k: v.detach() for k, v in mod.named_parameters()}
+    tangents = tuple(torch.randn_like(t) if isinstance(t, torch.Tensor)
+                     else tuple(map(torch.randn_like, t)) for t in (x, hx, *params.values()))
+
+    def ours(x, hx, *ps):
+        return tuple(_flat(functional_call(mod, dict(zip(params, ps)), (x, hx))))
+
+    got = torch.func.jvp(ours, (x, hx, *params.values()), tangents)[1]
+    want = _tangents_by_torch(ref, params, x, hx, tangents)
+    for g, w in zip(got, want, strict=True):
+        assert_close(g, w)
+
+
+@_JIT_DEPRECATED
+@pytest.mark.parametrize("path", ["fast", "general"])
+@pytest.mark.parametrize("case", MODULES)
+def test_forward_ad_matches_torch(case, path, assert_close, monkeypatch):
+    """torch.autograd.forward_ad's dual tensors (input and state): both module paths."""
+    torch_cls, kwargs = MODULES[case]
+    ref, mod = make_pair(torch_cls, I, H, **kwargs)
+    ref, mod = ref.double(), mod.double()
+    if path == "general":
+        monkeypatch.setattr(type(mod), "_stream", lambda *args: None, raising=False)
+    x, hx = _inputs(torch_cls, kwargs, torch.float64, "cpu")
+    x = x.detach()
+    hx = tuple(h.detach() for h in hx) if isinstance(hx, tuple) else hx.detach()
+    x_t = torch.randn_like(x)
+    hx_t = tuple(map(torch.randn_like, hx)) if isinstance(hx, tuple) else torch.randn_like(hx)
+    with fwAD.dual_level():
+        dual_hx = (tuple(map(fwAD.make_dual, hx, hx_t)) if isinstance(hx, tuple)
+                   else fwAD.make_dual(hx, hx_t))
+        got = [fwAD.unpack_dual(r).tangent
+               for r in _flat(mod(fwAD.make_dual(x, x_t), dual_hx))]
+    params = {k: v.detach() for k, v in ref.named_parameters()}
+    want = _tangents_by_torch(ref, params, x, hx, (x_t, hx_t, *map(torch.zeros_like,
+                                                                    params.values())))
+    for g, w in zip(got, want, strict=True):
+        assert_close(g, w)
+
+
+@_JIT_DEPRECATED
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_forward_mode_with_dropout_matches_the_reference(packed, assert_close):
+    """torch.func.jacfwd (vmap of jvp) through a training LSTM with dropout, against the
+    plain-torch reference fed the same mask. Over packed sequences forward mode raises: torch's
+    packed RNN, which the rerun calls, does not run under torch.func."""
+    from fastrnn.reference import rnn_stack
+
+    mod = fastrnn.LSTM(I, H, num_layers=2, dropout=0.4, bidirectional=True).double()
+    x = torch.randn(4, 3, I, dtype=torch.float64)
+    pack = pack_padded_sequence(x, torch.tensor([4, 2, 3]), enforce_sorted=False)
+    data, batch_sizes = (pack.data, pack.batch_sizes) if packed else (x, None)
+    seed = torch.seed()
+
+    def ours(data):
+        torch.manual_seed(seed)
+        if not packed:
+            return mod(data)[0]
+        return mod(PackedSequence(data, batch_sizes, pack.sorted_indices,
+                                  pack.unsorted_indices))[0].data
+
+    def reference(data):
+        torch.manual_seed(seed)
+        return rnn_stack(data, mod._flat_weights, None, None, batch_sizes,
+                         mod._dropout_masks(data), "LSTM", 2, True, 0, True)[0]
+
+    assert_close(ours(data), reference(data))  # the same mask
+    if packed:
+        with pytest.raises(NotImplementedError, match="PackedSequence"):
+            torch.func.jvp(ours, (data,), (torch.randn_like(data),))
+    else:
+        assert_close(torch.func.jacfwd(ours, randomness="same")(data),
+                     torch.autograd.functional.jacobian(reference, data))

@@ -206,13 +206,13 @@ def test_func_grad_second_order_raises():
 
 # torch.func.jvp imports code that uses a deprecated torch.jit decorator.
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-def test_func_jvp_raises():
-    # Forward-mode AD is not implemented: it raises, where the op alone returned zero tangents.
-    # (torch.func.vmap has batching rules: tests/test_vmap.py.)
+def test_func_hessian_raises():
+    # Forward-mode AD works (tests/test_double_backward.py), but not over fastrnn's backward
+    # under functorch: torch.func.hessian (jacfwd of jacrev) raises, it does not return zeros.
     gru = fastrnn.GRU(3, 4)
     x = torch.randn(5, 2, 3)
     with pytest.raises(NotImplementedError, match="jvp"):
-        torch.func.jvp(lambda x: gru(x)[0], (x,), (torch.ones_like(x),))
+        torch.func.hessian(lambda x: gru(x)[0].sum())(x)
 
 
 @pytest.mark.parametrize("from_logits", [False, True])

@@ -74,6 +74,31 @@ def torch_rnn(config, batch_sizes: Optional[Tensor], masks: Sequence[Tensor], in
     return (x.to(dtype), torch.cat(hy).to(dtype), torch.cat(cy).to(dtype) if lstm else None)
 
 
+def rerun_jvp(rerun: Callable, primals: Sequence[Optional[Tensor]],
+              tangents: Sequence[Optional[Tensor]]) -> List[Optional[Tensor]]:
+    """The tangents of ``rerun(*primals)``'s outputs for the primals' ``tangents`` (None: zero),
+    None where an output is None: forward-mode AD as the derivative of a vector-Jacobian
+    product with respect to its (linear) incoming gradient, through torch's functions (whose
+    LSTM has no forward-mode formula of its own). torch.func, not autograd, so that it also
+    runs inside functorch transforms."""
+    moving = [i for i, t in enumerate(tangents) if t is not None]
+    present: List[bool] = []
+
+    def outputs_of(*moved):
+        args = list(primals)
+        for i, p in zip(moving, moved):
+            args[i] = p
+        results = rerun(*args)
+        present[:] = [o is not None for o in results]
+        return tuple(o for o in results if o is not None)
+
+    outputs, vjp_fn = torch.func.vjp(outputs_of, *(primals[i] for i in moving))
+    _, transpose = torch.func.vjp(vjp_fn, tuple(torch.zeros_like(o) for o in outputs))
+    (jvp,) = transpose(tuple(tangents[i] for i in moving))
+    jvp = iter(jvp)
+    return [next(jvp) if p else None for p in present]
+
+
 def differentiable_gradients(grads: Sequence[Optional[Tensor]],
                              primals: Sequence[Optional[Tensor]],
                              cotangents: Sequence[Optional[Tensor]],

@@ -27,7 +27,7 @@ from torch import Tensor
 from . import _C
 from ._batching import fold_rows, per_sample, reserve_folded, reserve_per_sample, unfold_rows
 from ._backend import compute_dtype, cuda_module, native_dtype
-from ._double_backward import differentiable_gradients, torch_rnn
+from ._double_backward import differentiable_gradients, rerun_jvp, torch_rnn
 
 __all__ = ["rnn", "run_rnn", "StreamPlan", "recording", "capturing", "rnn_backward",
            "CELL_GATES", "weight_shapes"]
@@ -582,8 +582,14 @@ class _PlannedRnn(torch.autograd.Function):
         output, hy, cy, reserve = plan.forward(input, list(weights), h0, c0, keep_reserve=True)
         ctx.plan = plan
         ctx.save_for_backward(input, h0, c0, reserve, *weights)
+        ctx.save_for_forward(input, h0, c0, *weights)
         ctx.set_materialize_grads(False)  # None means zero to the native backward
         return output, hy, cy
+
+    @staticmethod
+    def jvp(ctx, _plan_tangent, *tangents):
+        """Forward-mode AD (torch.autograd.forward_ad), as _eager_jvp."""
+        return tuple(rerun_jvp(ctx.plan.rerun, ctx.saved_tensors, tangents))
 
     @staticmethod
     def backward(ctx, grad_output, grad_hy, grad_cy):
@@ -665,8 +671,8 @@ def run_rnn(input: Tensor, weights: List[Tensor], hx: Optional[Tensor], cx: Opti
     a chunk of steps, not the whole sequence). functorch transforms get _EagerRnn on any device:
     the autograd.Function torch.library builds for the op lacks the setup_context staticmethod
     they require (pytorch/pytorch#168393), so torch.func.grad through the op fails, and
-    torch.func.jvp through it returns zero tangents; _EagerRnn has one, and batching rules for
-    vmap, and no jvp rule, so jvp raises instead. With grad mode off (vmap for inference) they get
+    torch.func.jvp through it returns zero tangents; _EagerRnn has one, batching rules for vmap
+    and a jvp rule. With grad mode off (vmap for inference) they get
     _EagerRnnInference, which keeps no reserve."""
     args = (input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
             proj_size, has_bias)
@@ -865,6 +871,11 @@ class _EagerRnn(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         _rnn_setup_context(ctx, _EagerRnn.op_args(*inputs[:5], inputs[5:]), output)
         ctx.set_materialize_grads(False)  # None means zero to the native backward
+        _save_for_jvp(ctx, inputs)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        return *_eager_jvp(ctx, tangents), None  # (the reserve is not differentiable)
 
     @staticmethod
     def op_args(config, input, hx, cx, batch_sizes, weights_and_masks):
@@ -906,11 +917,41 @@ class _EagerRnnInference(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        pass
+        _save_for_jvp(ctx, inputs)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        return _eager_jvp(ctx, tangents)
 
     @staticmethod
     def vmap(info, in_dims, *args):
         return _forward_rule(_EagerRnnInference.apply, info, in_dims, args)
+
+
+def _save_for_jvp(ctx, inputs) -> None:
+    """What _eager_jvp reads, from _EagerRnn's (or _EagerRnnInference's) inputs."""
+    ctx.jvp_config = inputs[0]
+    ctx.save_for_forward(*inputs[1:])
+
+
+def _eager_jvp(ctx, tangents) -> Tuple[Tensor, Tensor, Tensor]:
+    """Forward-mode AD (torch.func.jvp, torch.autograd.forward_ad) of _EagerRnn or
+    _EagerRnnInference: the tangents of (output, hy, cy) from those of its inputs, through
+    torch's functions (_double_backward.rerun_jvp); the masks' tangents are ignored."""
+    num_weights = ctx.jvp_config[5]
+    input, hx, cx, batch_sizes, *weights_and_masks = ctx.saved_tensors
+    if batch_sizes is not None:
+        raise NotImplementedError(
+            "fastrnn: forward-mode AD (jvp) over a PackedSequence is not supported: torch's "
+            "packed RNN, through which fastrnn computes tangents, does not run under torch.func")
+    _, input_t, hx_t, cx_t, _, *weights_t = tangents
+    output_t, hy_t, cy_t = rerun_jvp(
+        functools.partial(torch_rnn, ctx.jvp_config[:5], batch_sizes,
+                          weights_and_masks[num_weights:]),
+        (input, hx, cx, *weights_and_masks[:num_weights]),
+        (input_t, hx_t, cx_t, *weights_t[:num_weights]))
+    # (torch asserts on a None tangent of a differentiable output: cy, empty unless LSTM)
+    return output_t, hy_t, input.new_zeros(0) if cy_t is None else cy_t
 
 
 def _forward_rule(apply, info, in_dims, args):
