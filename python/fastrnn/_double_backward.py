@@ -1,4 +1,4 @@
-"""Double backward (gradients of gradients) through fastrnn's RNNs, for autograd.
+"""Double backward (gradients of gradients) and forward-mode AD through fastrnn's RNNs.
 
 The native backward computes first-order gradients only. When autograd records a backward
 (``create_graph=True``: gradient penalties, Hessian-vector products,
@@ -9,7 +9,8 @@ for), and its backward, which runs only when a second derivative is taken, diffe
 It reruns the same stack through torch's differentiable RNN functions (``torch_rnn``), takes the
 first-order gradients again with a graph and differentiates those: torch's kernels and speed for
 the second order, in the dtype fastrnn's kernels compute in. Higher orders follow from torch's
-graph.
+graph. Forward-mode AD (the jvp rules of _ops' autograd Functions) goes through the same rerun
+(``rerun_jvp``).
 
 Shapes as ``fastrnn.rnn``: input [T, B, I] padded or [N, I] packed (with batch_sizes), hx
 [L * D, B, O], cx [L * D, B, H], the weights in torch's flat order, dropout masks [T, B, D * O]
@@ -82,6 +83,8 @@ def rerun_jvp(rerun: Callable, primals: Sequence[Optional[Tensor]],
     LSTM has no forward-mode formula of its own). torch.func, not autograd, so that it also
     runs inside functorch transforms."""
     moving = [i for i, t in enumerate(tangents) if t is not None]
+    if not moving:  # (only a dropout mask had a tangent) zero tangents, of the right shapes
+        moving, tangents = [0], [torch.zeros_like(primals[0]), *tangents[1:]]
     present: List[bool] = []
 
     def outputs_of(*moved):
