@@ -1,6 +1,8 @@
-"""Helpers shared by the test files: a torch module and its fastrnn twin with the same weights.
-(Imported as a plain module: pytest puts tests/ on sys.path.)"""
+"""Helpers shared by the test files: a torch module and its fastrnn twin with the same weights,
+and their results as flat tuples of tensors. (Imported as a plain module: pytest puts tests/
+on sys.path.)"""
 
+import torch
 import torch.nn as nn
 
 import fastrnn
@@ -25,3 +27,11 @@ def make_pair(torch_cls, *args, **kwargs):
     mod = fr_class(torch_cls)(*args, **kwargs)
     mod.load_state_dict(ref.state_dict())
     return ref, mod
+
+
+def flat_tensors(result):
+    """A module's or cell's result (or a state: a tensor, or LSTM's pair) as a flat tuple of
+    tensors."""
+    if isinstance(result, torch.Tensor):
+        return (result,)
+    return tuple(t for part in result for t in flat_tensors(part))

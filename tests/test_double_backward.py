@@ -18,7 +18,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fastrnn
-from pairs import make_pair
+from pairs import flat_tensors, make_pair
 
 MODULES = {
     "rnn_tanh": (nn.RNN, dict(nonlinearity="tanh")),
@@ -42,13 +42,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
 
 
 def _leaves(module, x, hx):
-    return [x] + ([] if hx is None else list(hx) if isinstance(hx, tuple) else [hx]) \
-        + list(module.parameters())
-
-
-def _flat(result):
-    return [t for part in result for t in (part if isinstance(part, tuple) else (part,))] \
-        if isinstance(result, tuple) else [result]
+    return [x, *flat_tensors(hx), *module.parameters()]
 
 
 def _inputs(torch_cls, kwargs, dtype, device, batch=3, steps=4):
@@ -75,7 +69,7 @@ def _penalty_gradients(module, x, hx):
     tensors, and through the incoming gradients)."""
     with warnings.catch_warnings():  # torch's, for its projection
         warnings.filterwarnings("ignore", message="LSTM with projections is not supported")
-        results = _flat(module(x, hx))
+        results = flat_tensors(module(x, hx))
     leaves = _leaves(module, x, hx)
     loss = sum((r * r).sum() for r in results)
     first = torch.autograd.grad(loss, leaves, create_graph=True)
@@ -197,12 +191,11 @@ def _tangents_by_torch(ref, params, x, hx, tangents):
         hx, ps = (rest[:2], rest[2:]) if pair else (rest[0], rest[1:])
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LSTM with projections is not supported")
-            return tuple(_flat(functional_call(ref, dict(zip(names, ps)), (x, hx))))
+            return flat_tensors(functional_call(ref, dict(zip(names, ps)), (x, hx)))
 
-    flat = lambda t: t if isinstance(t, tuple) else (t,)  # noqa: E731
     return torch.autograd.functional.jvp(
-        results, (x, *flat(hx), *params.values()),
-        (tangents[0], *flat(tangents[1]), *tangents[2:]))[1]
+        results, (x, *flat_tensors(hx), *params.values()),
+        (tangents[0], *flat_tensors(tangents[1]), *tangents[2:]))[1]
 
 
 @_JIT_DEPRECATED
@@ -220,7 +213,7 @@ def test_func_jvp_matches_torch(case, assert_close):
                      else tuple(map(torch.randn_like, t)) for t in (x, hx, *params.values()))
 
     def ours(x, hx, *ps):
-        return tuple(_flat(functional_call(mod, dict(zip(params, ps)), (x, hx))))
+        return flat_tensors(functional_call(mod, dict(zip(params, ps)), (x, hx)))
 
     got = torch.func.jvp(ours, (x, hx, *params.values()), tangents)[1]
     want = _tangents_by_torch(ref, params, x, hx, tangents)
@@ -247,7 +240,7 @@ def test_forward_ad_matches_torch(case, path, assert_close, monkeypatch):
         dual_hx = (tuple(map(fwAD.make_dual, hx, hx_t)) if isinstance(hx, tuple)
                    else fwAD.make_dual(hx, hx_t))
         got = [fwAD.unpack_dual(r).tangent
-               for r in _flat(mod(fwAD.make_dual(x, x_t), dual_hx))]
+               for r in flat_tensors(mod(fwAD.make_dual(x, x_t), dual_hx))]
     params = {k: v.detach() for k, v in ref.named_parameters()}
     want = _tangents_by_torch(ref, params, x, hx, (x_t, hx_t, *map(torch.zeros_like,
                                                                     params.values())))

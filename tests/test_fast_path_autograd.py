@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from fastrnn import modules
-from pairs import CELLS, make_pair
+from pairs import CELLS, flat_tensors, make_pair
 
 MODULES = {
     "rnn_tanh": (nn.RNN, dict(nonlinearity="tanh")),
@@ -26,11 +26,6 @@ I, H = 5, 6
 # Which tensors require grad: everything, the weights only (input and state are data), the
 # input and state only (frozen weights).
 REQUIRES = ["all", "weights", "data"]
-
-
-def flat(result):
-    return [t for part in result for t in (part if isinstance(part, tuple) else (part,))] \
-        if isinstance(result, tuple) else [result]
 
 
 def run(module, x, hx, requires, uses, fast):
@@ -49,7 +44,7 @@ def run(module, x, hx, requires, uses, fast):
         with warnings.catch_warnings():  # torch's, for its projection: only there
             if not isinstance(module, modules._FastRNNBase):
                 warnings.filterwarnings("ignore", message="LSTM with projections is not supported")
-            results = flat(module(x, hx))
+            results = flat_tensors(module(x, hx))
     finally:
         if not fast:
             del type(module)._stream
@@ -57,7 +52,7 @@ def run(module, x, hx, requires, uses, fast):
     used = [r for i, r in enumerate(results) if uses == "all" or i in uses]
     loss = sum((r * torch.randn(r.shape, generator=gen, dtype=r.dtype)).sum() for r in used)
     loss.backward()
-    leaves = [x] + ([] if hx is None else flat(hx)) + list(module.parameters())
+    leaves = [x, *([] if hx is None else flat_tensors(hx)), *module.parameters()]
     grads = [t.grad for t in leaves if t.requires_grad]
     return [r.detach() for r in results], grads
 

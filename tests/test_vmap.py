@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pack_sequence
 
 import fastrnn
 from fastrnn import _ops
-from pairs import make_pair
+from pairs import flat_tensors, make_pair
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not (torch.cuda.is_available() and fastrnn.cuda_build_available()),
@@ -106,13 +106,6 @@ def _state(kind, module, like):
     return h
 
 
-def _flat(result):
-    """A module's or cell's result as a flat tuple of tensors."""
-    if isinstance(result, torch.Tensor):
-        return (result,)
-    return tuple(t for part in result for t in _flat(part))
-
-
 def _stacked(results):
     return tuple(torch.stack(parts) for parts in zip(*results))
 
@@ -132,16 +125,16 @@ def test_vmap_over_inputs_and_states_is_one_call(kind, batched, grad_mode, devic
     ref, mod = _pair(kind, device)
     xs = torch.stack([_sample(kind, device, batched=batched) for _ in range(SAMPLES)])
     states = [_state(kind, ref, xs[0]) for _ in range(SAMPLES)]
-    hs = _stacked([_flat(s) for s in states])
+    hs = _stacked([flat_tensors(s) for s in states])
     # Inputs and states vmapped, then inputs vmapped with one state for all samples.
     pack = (lambda h: tuple(h)) if isinstance(ref, (nn.LSTM, nn.LSTMCell)) else (lambda h: h[0])
-    got = vmap(lambda x, h: _flat(mod(x, pack(h))))(xs, hs)
-    want = _stacked([_flat(ref(x, s)) for x, s in zip(xs, states)])
+    got = vmap(lambda x, h: flat_tensors(mod(x, pack(h))))(xs, hs)
+    want = _stacked([flat_tensors(ref(x, s)) for x, s in zip(xs, states)])
     assert native_calls["forward"] == 1
     for g, w in zip(got, want, strict=True):
         assert_close(g, w)
-    got = vmap(lambda x: _flat(mod(x, states[0])))(xs)
-    want = _stacked([_flat(ref(x, states[0])) for x in xs])
+    got = vmap(lambda x: flat_tensors(mod(x, states[0])))(xs)
+    want = _stacked([flat_tensors(ref(x, states[0])) for x in xs])
     for g, w in zip(got, want, strict=True):
         assert_close(g, w)
     assert native_calls == {"forward": 2, "backward": 0}
@@ -155,8 +148,8 @@ def test_vmap_over_stacked_weights_runs_each_member(kind, grad_mode, device, nat
     members = [_pair(kind, device) for _ in range(SAMPLES)]
     params, buffers = stack_module_state([mod for _, mod in members])
     x = _sample(kind, device)
-    got = vmap(lambda p, b: _flat(functional_call(members[0][1], (p, b), (x,))))(params, buffers)
-    want = _stacked([_flat(ref(x)) for ref, _ in members])
+    got = vmap(lambda p, b: flat_tensors(functional_call(members[0][1], (p, b), (x,))))(params, buffers)
+    want = _stacked([flat_tensors(ref(x)) for ref, _ in members])
     for g, w in zip(got, want, strict=True):
         assert_close(g, w)
     assert native_calls == {"forward": SAMPLES, "backward": 0}
@@ -169,7 +162,7 @@ def test_per_sample_gradients_match_torch(kind, device, native_calls, assert_clo
     ref, mod, xs, params = _samples_and_parameters(kind, device)
 
     def loss(params, x):
-        return _weighted_sum(_flat(functional_call(mod, params, (x,))))
+        return _weighted_sum(flat_tensors(functional_call(mod, params, (x,))))
 
     got = vmap(grad(loss, argnums=(0, 1)), in_dims=(None, 0))(params, xs)
     # One forward over all samples; per-sample weight gradients need a backward per sample.
@@ -177,7 +170,7 @@ def test_per_sample_gradients_match_torch(kind, device, native_calls, assert_clo
     for i, x in enumerate(xs):
         x = x.clone().requires_grad_()
         names, leaves = zip(*ref.named_parameters())
-        want = torch.autograd.grad(_weighted_sum(_flat(ref(x))), (*leaves, x))
+        want = torch.autograd.grad(_weighted_sum(flat_tensors(ref(x))), (*leaves, x))
         for name, w in zip(names, want):
             assert_close(got[0][name][i], w)
         assert_close(got[1][i], want[-1])
@@ -189,9 +182,9 @@ def test_jacrev_matches_torch_and_is_one_backward(kind, device, native_calls, as
     ref, mod = _pair(kind, device)
     x = _sample(kind, device)
     state = _state(kind, ref, x)
-    got = jacrev(lambda x, s: _flat(mod(x, s)), argnums=(0, 1))(x, state)
+    got = jacrev(lambda x, s: flat_tensors(mod(x, s)), argnums=(0, 1))(x, state)
     assert native_calls == {"forward": 1, "backward": 1}  # every cotangent in one backward
-    want = jacrev(lambda x, s: _flat(ref(x, s)), argnums=(0, 1))(x, state)
+    want = jacrev(lambda x, s: flat_tensors(ref(x, s)), argnums=(0, 1))(x, state)
     for g, w in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want),
                     strict=True):
         assert_close(g, w)
@@ -203,13 +196,13 @@ def test_grad_of_a_vmapped_call_matches_torch(kind, device, native_calls, assert
     ref, mod, xs, params = _samples_and_parameters(kind, device)
 
     def loss(params, xs):
-        return _weighted_sum(vmap(lambda x: _flat(functional_call(mod, params, (x,))))(xs))
+        return _weighted_sum(vmap(lambda x: flat_tensors(functional_call(mod, params, (x,))))(xs))
 
     got = grad(loss, argnums=(0, 1))(params, xs)
     assert native_calls == {"forward": 1, "backward": 1}
     xs = xs.clone().requires_grad_()
     names, leaves = zip(*ref.named_parameters())
-    want = torch.autograd.grad(_weighted_sum(_stacked([_flat(ref(x)) for x in xs])),
+    want = torch.autograd.grad(_weighted_sum(_stacked([flat_tensors(ref(x)) for x in xs])),
                                (*leaves, xs))
     for name, w in zip(names, want):
         assert_close(got[0][name], w)
@@ -223,26 +216,26 @@ def test_nested_vmaps_match_torch(kind, assert_close):
     ref, mod = _pair(kind, "cpu")
     xs = torch.stack([torch.stack([_sample(kind, "cpu") for _ in range(2)])
                       for _ in range(SAMPLES)])
-    got = vmap(vmap(lambda x: _flat(mod(x))))(xs)
+    got = vmap(vmap(lambda x: flat_tensors(mod(x))))(xs)
     for i in range(SAMPLES):
         for j in range(2):
-            for g, w in zip(got, _flat(ref(xs[i, j])), strict=True):
+            for g, w in zip(got, flat_tensors(ref(xs[i, j])), strict=True):
                 assert_close(g[i, j], w)
     params = {k: v.detach() for k, v in mod.named_parameters()}
 
     def loss(params, x):
-        return _weighted_sum(_flat(functional_call(mod, params, (x,))))
+        return _weighted_sum(flat_tensors(functional_call(mod, params, (x,))))
 
     per_sample = vmap(vmap(grad(loss), in_dims=(None, 0)), in_dims=(None, 0))(params, xs)
-    jacobians = vmap(jacrev(lambda x: _flat(mod(x))))(xs[0])
+    jacobians = vmap(jacrev(lambda x: flat_tensors(mod(x))))(xs[0])
     for i in range(SAMPLES):
         for j in range(2):
-            want = torch.autograd.grad(_weighted_sum(_flat(ref(xs[i, j]))),
+            want = torch.autograd.grad(_weighted_sum(flat_tensors(ref(xs[i, j]))),
                                        list(ref.parameters()))
             for (name, _), w in zip(ref.named_parameters(), want):
                 assert_close(per_sample[name][i, j], w)
     for j in range(2):
-        want = jacrev(lambda x: _flat(ref(x)))(xs[0, j])
+        want = jacrev(lambda x: flat_tensors(ref(x)))(xs[0, j])
         for g, w in zip(jacobians, want, strict=True):
             assert_close(g[j], w)
 
@@ -251,11 +244,11 @@ def test_vmap_over_stacked_weights_with_packed_input(native_calls, assert_close)
     members = [_pair("lstm_proj_bidir", "cpu") for _ in range(SAMPLES)]
     params, buffers = stack_module_state([mod for _, mod in members])
     packed = pack_sequence([torch.randn(n, 3, dtype=torch.float64) for n in (4, 2, 1)])
-    got = vmap(lambda p, b: _flat(functional_call(members[0][1], (p, b), (packed,))[1]) +
+    got = vmap(lambda p, b: flat_tensors(functional_call(members[0][1], (p, b), (packed,))[1]) +
                (functional_call(members[0][1], (p, b), (packed,))[0].data,))(params, buffers)
     for i, (ref, _) in enumerate(members):
         output, hidden = ref(packed)
-        for g, w in zip(got, _flat(hidden) + (output.data,), strict=True):
+        for g, w in zip(got, flat_tensors(hidden) + (output.data,), strict=True):
             assert_close(g[i], w)
     assert native_calls == {"forward": 2 * SAMPLES, "backward": 0}
 
