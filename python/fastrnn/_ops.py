@@ -553,10 +553,9 @@ class StreamPlan:
                         scratch.data_ptr(), torch.get_num_threads(), *flags)
         return grad_input, grad_h0, grad_c0, grad_weights
 
-
     def rerun(self, input: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], *weights):
         """forward()'s (output, hy, cy) computed by torch's differentiable functions
-        (_double_backward.torch_rnn), for second derivatives."""
+        (_double_backward.torch_rnn), for second derivatives and forward-mode AD."""
         batch, (output_shape, hy_shape, cy_shape) = self._batch, self._result_shapes
         output, hy, cy = torch_rnn(
             self._config, None, (), input.reshape(-1, batch, input.shape[-1]),
@@ -946,8 +945,7 @@ def _eager_jvp(ctx, tangents) -> Tuple[Tensor, Tensor, Tensor]:
             "packed RNN, through which fastrnn computes tangents, does not run under torch.func")
     _, input_t, hx_t, cx_t, _, *weights_t = tangents
     output_t, hy_t, cy_t = rerun_jvp(
-        functools.partial(torch_rnn, ctx.jvp_config[:5], batch_sizes,
-                          weights_and_masks[num_weights:]),
+        functools.partial(torch_rnn, ctx.jvp_config[:5], None, weights_and_masks[num_weights:]),
         (input, hx, cx, *weights_and_masks[:num_weights]),
         (input_t, hx_t, cx_t, *weights_t[:num_weights]))
     # (torch asserts on a None tangent of a differentiable output: cy, empty unless LSTM)
