@@ -107,31 +107,45 @@ def test_gradient_penalty_matches_torch(case, path, dtype, device, assert_close,
             assert (g.double() - w).norm() <= tol(dtype)["rtol"] * w.norm()
 
 
-def test_second_order_with_dropout_and_packed_input_matches_the_reference(assert_close):
-    """A two-layer LSTM in training mode with dropout over packed sequences: its masks drawn
-    from torch's RNG, the reference (fastrnn.reference.rnn_stack, a loop of torch ops) fed the
-    same masks by replaying the seed."""
+def _dropout_lstm_and_reference(packed: bool):
+    """A two-layer bidirectional LSTM in training mode with dropout, as (module, its output as a
+    function of its input's data, the same through fastrnn.reference.rnn_stack, a loop of torch
+    ops fed the module's masks by replaying the seed, the input's data: packed [N, I] with
+    lengths 4, 2, 3, or padded [4, 3, I])."""
     from fastrnn.reference import rnn_stack
 
     mod = fastrnn.LSTM(I, H, num_layers=2, dropout=0.4, bidirectional=True).double()
-    lengths = torch.tensor([4, 2, 3])
-    x = torch.randn(4, 3, I, dtype=torch.float64, requires_grad=True)
-    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    x = torch.randn(4, 3, I, dtype=torch.float64)
+    pack = pack_padded_sequence(x, torch.tensor([4, 2, 3]), enforce_sorted=False)
+    data, batch_sizes = (pack.data, pack.batch_sizes) if packed else (x, None)
     seed = torch.seed()
 
-    torch.manual_seed(seed)
-    out = mod(packed)[0].data
-    torch.manual_seed(seed)  # the module's mask, drawn again
-    want_out = rnn_stack(packed.data, mod._flat_weights, None, None, packed.batch_sizes,
-                         mod._dropout_masks(packed.data), "LSTM", 2, True, 0, True)[0]
-    assert_close(out, want_out)  # the same mask
-    leaves = [x, *mod.parameters()]
+    def ours(data):
+        torch.manual_seed(seed)
+        if not packed:
+            return mod(data)[0]
+        return mod(PackedSequence(data, batch_sizes, pack.sorted_indices,
+                                  pack.unsorted_indices))[0].data
+
+    def reference(data):
+        torch.manual_seed(seed)
+        return rnn_stack(data, mod._flat_weights, None, None, batch_sizes,
+                         mod._dropout_masks(data), "LSTM", 2, True, 0, True)[0]
+
+    return mod, ours, reference, data
+
+
+def test_second_order_with_dropout_and_packed_input_matches_the_reference(assert_close):
+    mod, ours, reference, data = _dropout_lstm_and_reference(packed=True)
+    data = data.requires_grad_()
+    leaves = [data, *mod.parameters()]
     results = []
-    for o in (out, want_out):
-        first = torch.autograd.grad((o * o).sum(), leaves, create_graph=True)
-        results.append(torch.autograd.grad(sum((g * g).sum() for g in first), leaves,
-                                           retain_graph=True))  # both share the packing
-    for g, w in zip(*results, strict=True):
+    for run in (ours, reference):
+        out = run(data)
+        first = torch.autograd.grad((out * out).sum(), leaves, create_graph=True)
+        results.append((out, torch.autograd.grad(sum((g * g).sum() for g in first), leaves)))
+    assert_close(results[0][0], results[1][0])  # the same mask
+    for g, w in zip(results[0][1], results[1][1], strict=True):
         assert_close(g, w)
 
 
@@ -254,26 +268,7 @@ def test_forward_mode_with_dropout_matches_the_reference(packed, assert_close):
     """torch.func.jacfwd (vmap of jvp) through a training LSTM with dropout, against the
     plain-torch reference fed the same mask. Over packed sequences forward mode raises: torch's
     packed RNN, which the rerun calls, does not run under torch.func."""
-    from fastrnn.reference import rnn_stack
-
-    mod = fastrnn.LSTM(I, H, num_layers=2, dropout=0.4, bidirectional=True).double()
-    x = torch.randn(4, 3, I, dtype=torch.float64)
-    pack = pack_padded_sequence(x, torch.tensor([4, 2, 3]), enforce_sorted=False)
-    data, batch_sizes = (pack.data, pack.batch_sizes) if packed else (x, None)
-    seed = torch.seed()
-
-    def ours(data):
-        torch.manual_seed(seed)
-        if not packed:
-            return mod(data)[0]
-        return mod(PackedSequence(data, batch_sizes, pack.sorted_indices,
-                                  pack.unsorted_indices))[0].data
-
-    def reference(data):
-        torch.manual_seed(seed)
-        return rnn_stack(data, mod._flat_weights, None, None, batch_sizes,
-                         mod._dropout_masks(data), "LSTM", 2, True, 0, True)[0]
-
+    _, ours, reference, data = _dropout_lstm_and_reference(packed)
     assert_close(ours(data), reference(data))  # the same mask
     if packed:
         with pytest.raises(NotImplementedError, match="PackedSequence"):
