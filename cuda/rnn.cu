@@ -199,14 +199,14 @@ class CudaDriver {
         GH_(G * H_) {}
 
   static int64_t workspace_elems(const RnnDesc& desc, Pass pass) {
-    Workspace count{nullptr};
+    Carve<T> count{nullptr};
     CudaDriver(desc, 0, nullptr).carve(count, pass);
     return count.used;
   }
 
   void forward(const RnnForwardArgs& a) {
     T* reserve = static_cast<T*>(a.reserve);
-    Workspace ws{static_cast<T*>(a.workspace)};
+    Carve<T> ws{static_cast<T*>(a.workspace)};
     const Buffers buf = carve(ws, Pass::Forward);
     copy_offsets(buf);
     for (int64_t l = 0; l < L_; ++l) {
@@ -220,7 +220,7 @@ class CudaDriver {
   void backward(const RnnBackwardArgs& a) {
     const RnnForwardArgs& f = a.fwd;
     const T* reserve = static_cast<const T*>(f.reserve);
-    Workspace ws{static_cast<T*>(a.workspace)};
+    Carve<T> ws{static_cast<T*>(a.workspace)};
     const Buffers buf = carve(ws, Pass::Backward);
     copy_offsets(buf);
     const T* dy_l = static_cast<const T*>(a.dy);
@@ -239,17 +239,6 @@ class CudaDriver {
   }
 
  private:
-  // Bump allocator over the caller's workspace; with a null base it only counts, so the size
-  // query and the carving are the same code.
-  struct Workspace {
-    T* base;
-    int64_t used = 0;
-    T* take(int64_t n) {
-      T* out = base ? base + used : nullptr;
-      used += n;
-      return out;
-    }
-  };
   struct Buffers {
     int64_t* offsets;  // [T + 1] the steps' first rows, on the device
     T* masked;         // [N, D*O] previous layer's output times its dropout mask (L > 1)
@@ -264,7 +253,7 @@ class CudaDriver {
     T* dhh;            // [B, H] one step's gradient of the pre-projection h (backward, P > 0)
   };
 
-  Buffers carve(Workspace& ws, Pass pass) const {
+  Buffers carve(Carve<T>& ws, Pass pass) const {
     const bool bwd = pass == Pass::Backward;
     const int64_t masked = L_ > 1 ? N_ * D_ * O_ : 0;
     Buffers buf{};

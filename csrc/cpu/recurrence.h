@@ -65,19 +65,6 @@ struct LayerWeights {
   const T *w_ih, *w_hh, *b_ih, *b_hh, *w_hr;
 };
 
-// Bump allocator over a caller-provided workspace. With a null base it only counts, so the
-// size query and the carving are the same code and cannot drift apart.
-template <class T>
-struct Carve {
-  T* base;
-  int64_t used = 0;
-  T* take(int64_t n) {
-    T* out = base ? base + used : nullptr;
-    used += n;
-    return out;
-  }
-};
-
 template <class T, class Cell>
 class Driver {
   using V = VecOf<T>;

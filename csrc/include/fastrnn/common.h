@@ -31,4 +31,18 @@ enum class DType : int { Float32 = 0, Float64 = 1 };
     if (!(cond)) throw std::invalid_argument(std::string("fastrnn: ") + (msg));          \
   } while (0)
 
+// Bump allocator over a caller-provided workspace (the cores never allocate, DESIGN.md 1). With a
+// null base it only counts, so a pass's size query and its carving are the same code and cannot
+// drift apart.
+template <class T>
+struct Carve {
+  T* base;
+  int64_t used = 0;
+  T* take(int64_t n) {
+    T* out = base ? base + used : nullptr;
+    used += n;
+    return out;
+  }
+};
+
 }  // namespace fastrnn
