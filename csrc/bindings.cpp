@@ -27,7 +27,8 @@ PYBIND11_MODULE(_C, m) {
   py::enum_<Pass>(m, "Pass")
       .value("Forward", Pass::Forward)
       .value("Inference", Pass::Inference)
-      .value("Backward", Pass::Backward);
+      .value("Backward", Pass::Backward)
+      .value("GroupedBackward", Pass::GroupedBackward);
   py::enum_<DType>(m, "DType").value("float32", DType::Float32).value("float64", DType::Float64);
   py::enum_<HalfWeights>(m, "HalfWeights")
       .value("none", HalfWeights::None)
@@ -104,16 +105,19 @@ PYBIND11_MODULE(_C, m) {
          const std::vector<std::uintptr_t>& masks, std::uintptr_t reserve, std::uintptr_t dy,
          std::uintptr_t dhy, std::uintptr_t dcy, std::uintptr_t dx, std::uintptr_t dh0,
          std::uintptr_t dc0, const std::vector<std::uintptr_t>& dweights,
-         std::uintptr_t workspace, int threads, HalfWeights half_weights) {
+         std::uintptr_t workspace, int threads, HalfWeights half_weights,
+         int64_t weight_groups) {
         RnnBackwardArgs args = bindings::rnn_backward_args(x, weights, h0, c0, masks, reserve, dy,
                                                            dhy, dcy, dx, dh0, dc0, dweights,
                                                            workspace);
         args.fwd.half_weights = half_weights;
+        args.weight_groups = weight_groups;
         rnn_backward_cpu(desc, dtype, args, threads);
       },
       py::arg("desc"), py::arg("dtype"), py::arg("x"), py::arg("weights"), py::arg("h0"),
       py::arg("c0"), py::arg("masks"), py::arg("reserve"), py::arg("dy"),
       py::arg("dhy"), py::arg("dcy"), py::arg("dx"), py::arg("dh0"), py::arg("dc0"),
       py::arg("dweights"), py::arg("workspace"), py::arg("threads"),
-      py::arg("half_weights") = HalfWeights::None, py::call_guard<py::gil_scoped_release>());
+      py::arg("half_weights") = HalfWeights::None, py::arg("weight_groups") = 1,
+      py::call_guard<py::gil_scoped_release>());
 }

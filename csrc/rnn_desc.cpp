@@ -174,6 +174,10 @@ void check_backward_args(const RnnDesc& desc, const RnnBackwardArgs& args, bool 
                     (optional_grads && args.dweights.empty()),
                 "wrong number of weight-gradient pointers");
   for (const void* w : args.dweights) FASTRNN_CHECK(w != nullptr, "null weight-gradient pointer");
+  FASTRNN_CHECK(args.weight_groups == 1 ||
+                    (args.weight_groups > 1 && desc.batch_sizes.empty() &&
+                     desc.batch >= args.weight_groups && desc.batch % args.weight_groups == 0),
+                "weight_groups must be 1, or divide the batch of a padded input");
   FASTRNN_CHECK(desc.total_rows() == 0 || args.dy, "null dy");
   FASTRNN_CHECK(desc.total_rows() == 0 || args.dx || optional_grads, "null dx");
   FASTRNN_CHECK(args.workspace || !needs_workspace, "null workspace");

@@ -531,6 +531,7 @@ void rnn_backward_cuda(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& 
                        cudaStream_t stream) {
   check_backward_args(desc, args, workspace_elems_cuda(desc, Pass::Backward, dtype) > 0,
                       /*optional_grads=*/false);
+  FASTRNN_CHECK(args.weight_groups == 1, "the CUDA core has no per-group weight gradients");
   cuda::DeviceGuard guard(device);
   with_types(desc, dtype, [&](auto tag) {
     typename decltype(tag)::type(desc, device, stream).backward(args);

@@ -17,7 +17,7 @@ from torch.func import functional_call, grad, jacrev, stack_module_state, vmap
 from torch.nn.utils.rnn import pack_sequence
 
 import fastrnn
-from fastrnn import _ops
+from fastrnn import _C, _ops
 from pairs import flat_tensors, make_pair
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -165,8 +165,9 @@ def test_per_sample_gradients_match_torch(kind, device, native_calls, assert_clo
         return _weighted_sum(flat_tensors(functional_call(mod, params, (x,))))
 
     got = vmap(grad(loss, argnums=(0, 1)), in_dims=(None, 0))(params, xs)
-    # One forward over all samples; per-sample weight gradients need a backward per sample.
-    assert native_calls == {"forward": 1, "backward": SAMPLES}
+    # One forward over all samples; on the CPU one backward too, whose weight groups give each
+    # sample its own weight gradients (the CUDA core has none: a backward per sample).
+    assert native_calls == {"forward": 1, "backward": 1 if device == "cpu" else SAMPLES}
     for i, x in enumerate(xs):
         x = x.clone().requires_grad_()
         names, leaves = zip(*ref.named_parameters())
@@ -174,6 +175,47 @@ def test_per_sample_gradients_match_torch(kind, device, native_calls, assert_clo
         for name, w in zip(names, want):
             assert_close(got[0][name][i], w)
         assert_close(got[1][i], want[-1])
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
+def test_per_sample_gradients_over_several_backward_chunks(cls, native_calls, assert_close):
+    # 3 samples of 100 steps x 2 rows: 600 rows, more than the CPU backward's chunk of ~512, so
+    # each sample's weight gradients add up over chunks, a row stride of the folded batch apart.
+    ref, mod = make_pair(cls, 3, 4, num_layers=2, bidirectional=True)
+    ref, mod = ref.double(), mod.double()
+    xs = torch.randn(3, 100, 2, 3, dtype=torch.float64)
+    params = {k: v.detach() for k, v in mod.named_parameters()}
+
+    def loss(params, x):
+        return _weighted_sum(flat_tensors(functional_call(mod, params, (x,))))
+
+    got = vmap(grad(loss), in_dims=(None, 0))(params, xs)
+    assert native_calls == {"forward": 1, "backward": 1}
+    for i, x in enumerate(xs):
+        names, leaves = zip(*ref.named_parameters())
+        want = torch.autograd.grad(_weighted_sum(flat_tensors(ref(x))), leaves)
+        for name, w in zip(names, want):
+            assert_close(got[name][i], w)
+
+
+@pytest.mark.parametrize("batch_sizes, groups", [([], 3), ([], 0), ([2, 1], 2)])
+def test_weight_groups_must_divide_a_padded_batch(batch_sizes, groups):
+    # The CPU core's precondition (rnn.h, RnnBackwardArgs::weight_groups), checked before it
+    # touches any buffer: here a batch of 2 split in 3 groups or 0, and packed rows.
+    T, B, I, H = 2, 2, 3, 4
+    desc = _C.RnnDesc(int(_C.CellKind.RNN_TANH), 1, 1, I, H, 0, True, T, B, batch_sizes)
+    rows = desc.total_rows
+    x, dy, dx = torch.zeros(rows, I), torch.zeros(rows, H), torch.zeros(rows, I)
+    weights = [torch.zeros(H, I), torch.zeros(H, H), torch.zeros(H), torch.zeros(H)]
+    grads = [torch.zeros(max(groups, 1), *w.shape) for w in weights]
+    h0, dh0 = torch.zeros(1, B, H), torch.zeros(1, B, H)
+    reserve = torch.zeros(rows * desc.reserve_elems_per_row)
+    workspace = torch.zeros(desc.workspace_elems(_C.Pass.Backward, _C.DType.float32))
+    with pytest.raises(ValueError, match="weight_groups"):
+        _C.rnn_backward(desc, _C.DType.float32, x.data_ptr(), [w.data_ptr() for w in weights],
+                        h0.data_ptr(), 0, [], reserve.data_ptr(), dy.data_ptr(), 0, 0,
+                        dx.data_ptr(), dh0.data_ptr(), 0, [g.data_ptr() for g in grads],
+                        workspace.data_ptr(), 1, weight_groups=groups)
 
 
 @pytest.mark.parametrize("device", DEVICES)

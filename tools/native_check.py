@@ -58,9 +58,10 @@ def addr(a):
 
 
 def run_rnn(C, name, rng, results, cell, dtype, T, B, I, H, layers=1, directions=1, proj=0,
-            bias=True, lengths=None, threads=1, half=None):
+            bias=True, lengths=None, threads=1, half=None, groups=1):
     """Training forward, inference forward and backward of one configuration; results under
-    ``name``. ``lengths``: a PackedSequence's sorted lengths (rows are then its packed rows)."""
+    ``name``. ``lengths``: a PackedSequence's sorted lengths (rows are then its packed rows);
+    ``groups``: the backward's weight groups (one weight gradient per group of batch rows)."""
     batch_sizes = [] if lengths is None else [sum(n > t for n in lengths) for t in range(T)]
     desc = C.RnnDesc(list(GATES).index(cell), layers, directions, I, H, proj, bias, T, B,
                      batch_sizes)
@@ -101,12 +102,13 @@ def run_rnn(C, name, rng, results, cell, dtype, T, B, I, H, layers=1, directions
     dcy = rng.standard_normal((S, B, H)).astype(dtype) if c0 is not None else None
     dx, dh0 = np.empty_like(x), np.empty_like(h0)
     dc0 = np.empty_like(c0) if c0 is not None else None
-    dweights = [np.empty_like(w) for w in weights]
-    ws = np.empty(desc.workspace_elems(C.Pass.Backward, ndtype), dtype)
+    dweights = [np.empty((groups,) * (groups > 1) + w.shape, w.dtype) for w in weights]
+    ws = np.empty(desc.workspace_elems(C.Pass.GroupedBackward if groups > 1 else C.Pass.Backward,
+                                       ndtype), dtype)
     C.rnn_backward(desc, ndtype, addr(x), [addr(w) for w in passed], addr(h0), addr(c0),
                    [addr(m) for m in masks], addr(reserve), addr(dy), addr(dhy), addr(dcy),
                    addr(dx), addr(dh0), addr(dc0), [addr(g) for g in dweights], addr(ws), threads,
-                   **flags)
+                   **flags, **({"weight_groups": groups} if groups > 1 else {}))
     for pass_, (y, hy, cy) in results_of.items():
         results[f"{name}/{pass_}/y"], results[f"{name}/{pass_}/hy"] = y, hy
         if cy is not None:
@@ -175,6 +177,11 @@ def run_all(C):
         for cell in GATES:
             run_rnn(C, f"{cell}/{half}-weights", rng, results, cell, "float32", 2, 3, 6, 10,
                     layers=2, half=half)
+    # Per-group weight gradients (per-sample gradients), over two backward chunks (70 steps).
+    for dtype in ("float32", "float64"):
+        for cell in GATES:
+            run_rnn(C, f"{cell}/{dtype}/groups", rng, results, cell, dtype, 70, 8, 12, 20,
+                    layers=2, directions=2, threads=2, groups=4)
     return results
 
 

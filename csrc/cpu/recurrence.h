@@ -148,7 +148,7 @@ class Driver {
     const RnnForwardArgs& f = a.fwd;
     const T* reserve = static_cast<const T*>(f.reserve);
     Carve<T> ws{static_cast<T*>(a.workspace)};
-    const Buffers buf = carve(ws, Pass::Backward);
+    const Buffers buf = carve(ws, a.weight_groups > 1 ? Pass::GroupedBackward : Pass::Backward);
 
     const T* dy_l = static_cast<const T*>(a.dy);
     for (int64_t l = L_ - 1; l >= 0; --l) {
@@ -188,10 +188,17 @@ class Driver {
   // that the chunk's weight-gradient products are as deep as whole-sequence ones were per pass
   // while its dG rows (4 MiB at G*H = 2048) are still in L3 when they read them.
   static constexpr int64_t kBackwardChunkRows = 512;
-  int64_t backward_chunk_steps() const {
-    return B_ >= kBackwardChunkRows || B_ < 1 ? 1 : ceil_div(kBackwardChunkRows, B_);
+  // With weight groups (Pass::GroupedBackward) each batch row's weight-gradient products run
+  // over the chunk's steps alone (K = steps, not rows), so the chunk holds at least
+  // kGroupedChunkSteps steps: 64 per-sample gradients of LSTM 50x1x64x128 took 57 ms with
+  // 512-row chunks (8 steps each), more than one backward per sample (53 ms).
+  static constexpr int64_t kGroupedChunkSteps = 64;
+  int64_t backward_chunk_steps(Pass pass) const {
+    const int64_t steps =
+        B_ >= kBackwardChunkRows || B_ < 1 ? 1 : ceil_div(kBackwardChunkRows, B_);
+    return pass == Pass::GroupedBackward && steps < kGroupedChunkSteps ? kGroupedChunkSteps
+                                                                       : steps;
   }
-  int64_t backward_rows() const { return imin(N_, backward_chunk_steps() * B_); }
 
   // Threads for the time loop: one when a step is too small to repay a barrier per step. The
   // same limit in both passes since the jobs run on torch's OpenMP team (cpu/threads.h); on a
@@ -230,7 +237,9 @@ class Driver {
     // pre-projection h (P > 0).
     T* gates;
     T* hh;
-    // Backward only, rows of one chunk (backward_rows(), indexed from the chunk's first row):
+    // Backward only: steps per chunk, and rows of one chunk (chunk_steps * B at most, indexed
+    // from the chunk's first row):
+    int64_t chunk_steps;
     T* h_prev;  // [rows, O] the h each row's step started from
     T* c_prev;  // [rows, H] (LSTM)
     T* dgi;     // [rows, G*H] gradient of the input-side pre-activations
@@ -260,7 +269,8 @@ class Driver {
 
   // The workspace of each pass, carved in one place (also used, with a null base, to size it).
   Buffers carve(Carve<T>& ws, Pass pass) const {
-    const bool bwd = pass == Pass::Backward, inference = pass == Pass::Inference;
+    const bool bwd = pass == Pass::Backward || pass == Pass::GroupedBackward;
+    const bool inference = pass == Pass::Inference;
     const int64_t masked = L_ > 1 ? N_ * D_ * O_ : 0;
     Buffers buf{};
     buf.masked = ws.take(masked);
@@ -272,7 +282,8 @@ class Driver {
     for (int64_t d = 0; d < D_; ++d) {
       DirectionBuffers& b = buf.dir[d];
       if (bwd) {
-        const int64_t rows = backward_rows();
+        b.chunk_steps = backward_chunk_steps(pass);
+        const int64_t rows = imin(N_, b.chunk_steps * B_);
         // dW_ih, dW_hh, dW_hr (K = a chunk's rows) and dX (K = G*H); W_hh and W_hr as stored.
         b.pack = ws.take(gemm_pack_elems<T>(rows > GH_ ? rows : GH_, widest_gradient()));
         b.w_rec = ws.take(out_blocks_ * GH_ * W);
@@ -655,7 +666,7 @@ class Driver {
     if (Cell::kHasCell) init_state(a.dcy, state * B_ * H_, B_ * H_, dc_run);
     // At least one chunk, empty when T = 0, so that the gradients are written (zeros) anyway.
     for (int64_t s1 = T_, s0; ; s1 = s0) {
-      s0 = s1 > backward_chunk_steps() ? s1 - backward_chunk_steps() : 0;
+      s0 = s1 > buf.chunk_steps ? s1 - buf.chunk_steps : 0;
       const StepChunk chunk = step_chunk(s0, s1, d == 1);  // walked from s1 - 1 down
       backward_recurrence(a, l, d, dy_l, reserve, buf, chunk, dc_run, s1 == T_, threads);
       backward_gemms(a, l, d, x_l, dx_share, reserve, buf, chunk, s1 != T_, threads);
@@ -763,19 +774,34 @@ class Driver {
     if (!a.dweights.empty()) {
       const T* hh = reserve + layout_.hh(N_, l, d) + first * H_;
       const int64_t first_weight = state * desc_.weights_per_layer_direction();
-      auto dw = [&](int64_t k) { return static_cast<T*>(a.dweights[first_weight + k]); };
-      int64_t k = 0;
-      gemm(Trans::Yes, Trans::No, GH_, in_l, rows, buf.dgi, GH_, x_l + first * in_l, in_l,
-           accumulate, dw(k++), in_l, buf.pack, threads);
-      gemm(Trans::Yes, Trans::No, GH_, O_, rows, buf.dgh, GH_, buf.h_prev, O_, accumulate,
-           dw(k++), O_, buf.pack, threads);
-      if (desc_.has_bias) {
-        column_sums(buf.dgi, rows, accumulate, dw(k++), threads);
-        column_sums(buf.dgh, rows, accumulate, dw(k++), threads);
-      }
-      if (P_ > 0) {
-        gemm(Trans::Yes, Trans::No, P_, H_, rows, buf.dr, P_, hh, H_, accumulate, dw(k), H_,
-             buf.pack, threads);
+      // The products run over sets of rows: all of the chunk's, or with weight groups (padded
+      // input) each batch row's steps, a row stride of B apart, into its group's block. One set
+      // makes the whole-batch products, with the arguments they always had.
+      const bool grouped = a.weight_groups > 1;
+      const int64_t sets = grouped ? B_ : 1, set_rows = grouped ? rows / B_ : rows;
+      const int64_t stride = grouped ? B_ : 1, rows_per_group = B_ / a.weight_groups;
+      for (int64_t b = 0; b < sets; ++b) {
+        // (B may be 0 without groups: an empty batch's products write zeros.)
+        const int64_t g = grouped ? b / rows_per_group : 0;
+        const bool add = accumulate || (grouped && b % rows_per_group > 0);
+        // Weight k of the flat list, group g's block of `block` values.
+        auto dw = [&](int64_t k, int64_t block) {
+          return static_cast<T*>(a.dweights[first_weight + k]) + g * block;
+        };
+        int64_t k = 0;
+        gemm(Trans::Yes, Trans::No, GH_, in_l, set_rows, buf.dgi + b * GH_, stride * GH_,
+             x_l + (first + b) * in_l, stride * in_l, add, dw(k++, GH_ * in_l), in_l, buf.pack,
+             threads);
+        gemm(Trans::Yes, Trans::No, GH_, O_, set_rows, buf.dgh + b * GH_, stride * GH_,
+             buf.h_prev + b * O_, stride * O_, add, dw(k++, GH_ * O_), O_, buf.pack, threads);
+        if (desc_.has_bias) {
+          column_sums(buf.dgi + b * GH_, set_rows, stride * GH_, add, dw(k++, GH_), threads);
+          column_sums(buf.dgh + b * GH_, set_rows, stride * GH_, add, dw(k++, GH_), threads);
+        }
+        if (P_ > 0) {
+          gemm(Trans::Yes, Trans::No, P_, H_, set_rows, buf.dr + b * P_, stride * P_,
+               hh + b * H_, stride * H_, add, dw(k, P_ * H_), H_, buf.pack, threads);
+        }
       }
     }
     if (dx_share && direct()) {  // gemm's few-row path, as gemm would; the weights may be 16-bit
@@ -838,15 +864,16 @@ class Driver {
     });
   }
 
-  // out[j] (+)= sum over rows of m[row][j] for a [rows, G*H] matrix, columns split across
-  // threads; out is overwritten unless accumulate.
-  void column_sums(const T* m, int64_t rows, bool accumulate, T* out, int threads) const {
+  // out[j] (+)= sum over rows of m[row][j] for `rows` rows of G*H values, `stride` apart,
+  // columns split across threads; out is overwritten unless accumulate.
+  void column_sums(const T* m, int64_t rows, int64_t stride, bool accumulate, T* out,
+                   int threads) const {
     if (rows * GH_ < (1 << 16)) threads = 1;
     parallel(threads, [&](int tid, int n) {
       const int64_t j0 = GH_ * tid / n, j1 = GH_ * (tid + 1) / n;
       if (!accumulate) fill_n(out + j0, j1 - j0, T(0));
       for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t j = j0; j < j1; ++j) out[j] += m[r * GH_ + j];
+        for (int64_t j = j0; j < j1; ++j) out[j] += m[r * stride + j];
       }
     });
   }

@@ -188,8 +188,11 @@ class _Native:
     def forward(self, context, *addresses) -> None:
         self.module.rnn_forward(*self.head, *addresses, *context)
 
-    def backward(self, context, *addresses) -> None:
-        self.module.rnn_backward(*self.head, *addresses, *context)
+    def backward(self, context, *addresses, weight_groups: int = 1) -> None:
+        """The native backward; ``weight_groups`` > 1 (CPU only) as rnn.h's
+        RnnBackwardArgs::weight_groups."""
+        groups = {} if weight_groups == 1 else {"weight_groups": weight_groups}
+        self.module.rnn_backward(*self.head, *addresses, *context, **groups)
 
 
 @functools.lru_cache(maxsize=64)
@@ -726,10 +729,11 @@ def _rnn_backward_impl(input: Tensor, weights: List[Tensor], hx: Optional[Tensor
 
 def _backward(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_output, grad_hy,
               grad_cy, cell, num_layers, bidirectional, proj_size, has_bias, input_grad: bool,
-              weight_grad: bool = True):
+              weight_grad: bool = True, weight_groups: int = 1):
     """_rnn_backward_impl; grad_input None unless ``input_grad``, the weights' gradients Nones
     unless ``weight_grad`` (the CPU core then skips those products; the CUDA core always
-    computes them)."""
+    computes them). With ``weight_groups`` = n > 1 (CPU, padded input) the batch is n groups of
+    consecutive rows and each weight's gradient is [n, *weight.shape], one per group."""
     in_dtype, weight_dtypes = input.dtype, [w.dtype for w in weights]
     native, context, (T, B, N, H, O, D), dtype, (input, weights, hx, cx, masks) = _prepare(
         input, weights, hx, cx, batch_sizes, dropout_masks, cell, num_layers, bidirectional,
@@ -750,14 +754,15 @@ def _backward(input, weights, hx, cx, batch_sizes, dropout_masks, reserve, grad_
     grad_hx = input.new_empty(num_layers * D, B, O)
     grad_cx = input.new_empty(num_layers * D, B, H) if cell == "LSTM" else input.new_empty(0)
     # (w may be 16-bit)
-    grad_weights = ([torch.empty_like(w, dtype=dtype) for w in weights]
-                    if weight_grad or input.is_cuda else [])
+    grad_weights = ([w.new_empty((weight_groups,) * (weight_groups > 1) + w.shape, dtype=dtype)
+                     for w in weights] if weight_grad or input.is_cuda else [])
     # scratch owns the workspace's memory until this function returns
-    scratch, workspace = _scratch(input, dtype, native.workspace_elems(_C.Pass.Backward))
+    scratch, workspace = _scratch(input, dtype, native.workspace_elems(
+        _C.Pass.GroupedBackward if weight_groups > 1 else _C.Pass.Backward))
     native.backward(context, _ptr(input), [_ptr(w) for w in weights], _ptr(hx), _ptr(cx),
                     [_ptr(m) for m in masks], _ptr(reserve), _ptr(grad_output), _ptr(grad_hy),
                     _ptr(grad_cy), _ptr(grad_input), _ptr(grad_hx), _ptr(grad_cx),
-                    [_ptr(g) for g in grad_weights], workspace)
+                    [_ptr(g) for g in grad_weights], workspace, weight_groups=weight_groups)
     return (None if grad_input is None or not input_grad else _as(grad_input, in_dtype),
             _as(grad_hx, in_dtype), _as(grad_cx, in_dtype),
             [_as(g, wd) for g, wd in zip(grad_weights, weight_dtypes)] if weight_grad
@@ -983,7 +988,7 @@ def _functorch_grads(ctx, grad_output, grad_hy, grad_cy, input_grad: bool, weigh
     input, weights, hx, cx, batch_sizes, masks, reserve, dy, dhy, dcy = _backward_args(
         ctx, grad_output, grad_hy, grad_cy)
     grad_input, grad_hx, grad_cx, *grad_weights = _EagerRnnBackward.apply(
-        (*ctx.config, len(weights), input_grad, weight_grad), input, reserve, hx, cx,
+        (*ctx.config, len(weights), input_grad, weight_grad, 1), input, reserve, hx, cx,
         batch_sizes, dy, dhy, dcy, *weights, *masks)
     return (grad_input if input_grad else None,
             grad_weights if weight_grad else [None] * len(weights),
@@ -997,21 +1002,22 @@ class _EagerRnnBackward(torch.autograd.Function):
     cannot read), vmap (per-sample gradients, torch.func.jacrev) calls its batching rule, and a
     grad level records a node whose backward raises _NO_DOUBLE_BACKWARD, since a gradient of
     these gradients would miss fastrnn's terms. Inputs: config (cell, num_layers,
-    bidirectional, proj_size, has_bias, number of weights, input_grad, weight_grad), input,
-    reserve, hx, cx, batch_sizes, grad_output, grad_hy, grad_cy, the weights and the dropout
-    masks. Returns grad_input, grad_hx, grad_cx and the weights' gradients, empty where not
-    asked for (input_grad, weight_grad; grad_cx unless LSTM)."""
+    bidirectional, proj_size, has_bias, number of weights, input_grad, weight_grad,
+    weight_groups), input, reserve, hx, cx, batch_sizes, grad_output, grad_hy, grad_cy, the
+    weights and the dropout masks. Returns grad_input, grad_hx, grad_cx and the weights'
+    gradients (per group of rows, [weight_groups, *shape], when weight_groups > 1; see
+    _backward), empty where not asked for (input_grad, weight_grad; grad_cx unless LSTM)."""
 
     @staticmethod
     def forward(config, input, reserve, hx, cx, batch_sizes, grad_output, grad_hy, grad_cy,
                 *weights_and_masks):
         cell, num_layers, bidirectional, proj_size, has_bias, num_weights, input_grad, \
-            weight_grad = config
+            weight_grad, weight_groups = config
         weights = list(weights_and_masks[:num_weights])
         grad_input, grad_hx, grad_cx, grad_weights = _backward(
             input, weights, hx, cx, batch_sizes, list(weights_and_masks[num_weights:]), reserve,
             grad_output, grad_hy, grad_cy, cell, num_layers, bidirectional, proj_size, has_bias,
-            input_grad, weight_grad)
+            input_grad, weight_grad, weight_groups)
         if not weight_grad:
             grad_weights = [input.new_empty(0) for _ in weights]
         return (input.new_empty(0) if grad_input is None else grad_input, grad_hx, grad_cx,
@@ -1029,14 +1035,16 @@ class _EagerRnnBackward(torch.autograd.Function):
     def vmap(info, in_dims, config, input, reserve, hx, cx, batch_sizes, grad_output, grad_hy,
              grad_cy, *weights_and_masks):
         """torch.func.vmap's rule: folded into the batch as _EagerRnn's rule does, where the
-        weights are the same for every sample and their gradients are not asked for (the native
-        backward sums those over the batch); otherwise one call per sample (per-sample
-        gradients of the weights, ensembles, packed input). The reserve comes per sample (from
-        _EagerRnn's rule) or once for all (jacrev: one forward, vmapped backward)."""
-        n, num_weights, input_grad, weight_grad = info.batch_size, *config[5:]
+        weights are the same for every sample; the weights' gradients, if asked for, then come
+        per sample from the CPU core's weight groups (one group per sample) in the same call.
+        Otherwise one call per sample (ensembles, packed input, per-sample weight gradients on
+        CUDA or within another vmap's groups). The reserve comes per sample (from _EagerRnn's
+        rule) or once for all (jacrev: one forward, vmapped backward)."""
+        n, num_weights, input_grad, weight_grad, weight_groups = info.batch_size, *config[5:]
         args = (config, input, reserve, hx, cx, batch_sizes, grad_output, grad_hy, grad_cy,
                 *weights_and_masks)
-        if (batch_sizes is not None or weight_grad
+        if (batch_sizes is not None
+                or (weight_grad and (weight_groups != 1 or not input.is_cpu))
                 or any(d is not None for d in in_dims[9:9 + num_weights])):
             return per_sample(_EagerRnnBackward.apply, n, in_dims, args)
         weights, masks = weights_and_masks[:num_weights], weights_and_masks[num_weights:]
@@ -1045,7 +1053,7 @@ class _EagerRnnBackward(torch.autograd.Function):
         input = fold_rows(input, in_dims[1], n)
         steps, batch = input.shape[0], input.shape[1] // n
         grad_input, grad_hx, grad_cx, *grad_weights = _EagerRnnBackward.apply(
-            config, input,
+            (*config[:8], n if weight_grad else 1), input,
             reserve_folded(reserve, steps, n, batch,
                            _reserve_widths(config, input.shape[-1], weights)),
             *(fold_rows(t, d, n) for t, d in zip((hx, cx), in_dims[3:5])), None,
@@ -1055,7 +1063,8 @@ class _EagerRnnBackward(torch.autograd.Function):
         return ((unfold_rows(grad_input, n) if input_grad else grad_input,
                  unfold_rows(grad_hx, n), unfold_rows(grad_cx, n) if lstm else grad_cx,
                  *grad_weights),
-                (1 if input_grad else None, 1, 1 if lstm else None, *[None] * num_weights))
+                (1 if input_grad else None, 1, 1 if lstm else None,
+                 *[0 if weight_grad else None] * num_weights))
 
 
 # ---- Autocast -------------------------------------------------------------------------------

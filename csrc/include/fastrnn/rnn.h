@@ -96,8 +96,10 @@ struct LayerWeightPtrs {
 LayerWeightPtrs layer_weight_ptrs(const RnnDesc& desc, const std::vector<const void*>& flat,
                                   int64_t layer, int64_t direction);
 
-// Forward keeping the reserve for backward, forward without one (inference), backward.
-enum class Pass { Forward, Inference, Backward };
+// Forward keeping the reserve for backward, forward without one (inference), backward, and
+// backward with weight groups (RnnBackwardArgs::weight_groups > 1; CPU only), whose chunks of
+// steps are longer.
+enum class Pass { Forward, Inference, Backward, GroupedBackward };
 
 // Number of values (of the problem's dtype) of reserve and workspace. The reserve is linear in
 // N: reserve_elems_per_row * N, so that shape-only (fake) implementations can size it.
@@ -142,6 +144,11 @@ struct RnnBackwardArgs {
   void* dh0 = nullptr;
   void* dc0 = nullptr;
   std::vector<void*> dweights;  // may be empty on the CPU: no weight gradient is computed
+  // > 1 (CPU, padded input, B divisible by it): the batch is weight_groups groups of
+  // B / weight_groups consecutive rows (per-sample gradients of a batch folded from several
+  // samples), and each dweights pointer holds [weight_groups, weight shape]: block g sums only
+  // group g's rows. The workspace is then sized for Pass::GroupedBackward.
+  int64_t weight_groups = 1;
   void* workspace = nullptr;
 };
 
