@@ -198,6 +198,24 @@ def test_per_sample_gradients_over_several_backward_chunks(cls, native_calls, as
             assert_close(got[name][i], w)
 
 
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
+def test_jacrev_with_respect_to_the_weights_matches_torch(cls, native_calls, assert_close):
+    # Every cotangent's weight gradients from one backward (a weight group per cotangent);
+    # torch's jacrev cannot run its RNNs, so the reference takes one gradient per output entry.
+    ref, mod = make_pair(cls, 3, 4, num_layers=2, bidirectional=True)
+    ref, mod = ref.double(), mod.double()
+    x = torch.randn(3, 2, 3, dtype=torch.float64)
+    params = {k: v.detach() for k, v in mod.named_parameters()}
+    got = jacrev(lambda p: functional_call(mod, p, (x,))[0])(params)
+    assert native_calls == {"forward": 1, "backward": 1}
+    y = ref(x)[0].reshape(-1)
+    names, leaves = zip(*ref.named_parameters())
+    rows = [torch.autograd.grad(y[i], leaves, retain_graph=True) for i in range(y.numel())]
+    for j, name in enumerate(names):
+        want = torch.stack([r[j] for r in rows]).reshape(3, 2, 8, *leaves[j].shape)
+        assert_close(got[name], want)
+
+
 @pytest.mark.parametrize("batch_sizes, groups", [([], 3), ([], 0), ([2, 1], 2)])
 def test_weight_groups_must_divide_a_padded_batch(batch_sizes, groups):
     # The CPU core's precondition (rnn.h, RnnBackwardArgs::weight_groups), checked before it
