@@ -179,8 +179,9 @@ def test_per_sample_gradients_match_torch(kind, device, native_calls, assert_clo
 
 @pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
 def test_per_sample_gradients_over_several_backward_chunks(cls, native_calls, assert_close):
-    # 3 samples of 100 steps x 2 rows: 600 rows, more than the CPU backward's chunk of ~512, so
-    # each sample's weight gradients add up over chunks, a row stride of the folded batch apart.
+    # 3 samples of 100 steps x 2 rows: more steps than a grouped backward's chunk (64 steps at
+    # this batch), so each sample's weight gradients add up over chunks, a row stride of the
+    # folded batch apart.
     ref, mod = make_pair(cls, 3, 4, num_layers=2, bidirectional=True)
     ref, mod = ref.double(), mod.double()
     xs = torch.randn(3, 100, 2, 3, dtype=torch.float64)

@@ -148,7 +148,7 @@ class Driver {
     const RnnForwardArgs& f = a.fwd;
     const T* reserve = static_cast<const T*>(f.reserve);
     Carve<T> ws{static_cast<T*>(a.workspace)};
-    const Buffers buf = carve(ws, a.weight_groups > 1 ? Pass::GroupedBackward : Pass::Backward);
+    const Buffers buf = carve(ws, backward_pass(a));
 
     const T* dy_l = static_cast<const T*>(a.dy);
     for (int64_t l = L_ - 1; l >= 0; --l) {

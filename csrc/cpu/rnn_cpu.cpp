@@ -39,8 +39,8 @@ bool rnn_takes_half_weights_cpu(const RnnDesc& desc, DType dtype) {
 }
 
 void rnn_backward_cpu(const RnnDesc& desc, DType dtype, const RnnBackwardArgs& args, int threads) {
-  const Pass pass = args.weight_groups > 1 ? Pass::GroupedBackward : Pass::Backward;
-  const int64_t workspace = cpu::rnn_kernels().workspace_elems(desc, pass, dtype);
+  const int64_t workspace =
+      cpu::rnn_kernels().workspace_elems(desc, backward_pass(args), dtype);
   check_backward_args(desc, args, workspace > 0, /*optional_grads=*/true);
   cpu::advise_huge_pages(args.workspace, bytes_of(dtype, workspace));
   cpu::advise_huge_pages(args.dx, bytes_of(dtype, desc.total_rows() * desc.input_size));

@@ -152,6 +152,11 @@ struct RnnBackwardArgs {
   void* workspace = nullptr;
 };
 
+// The pass a backward's workspace is sized and carved for.
+inline Pass backward_pass(const RnnBackwardArgs& args) {
+  return args.weight_groups > 1 ? Pass::GroupedBackward : Pass::Backward;
+}
+
 // Preconditions every backend checks before touching memory (std::invalid_argument otherwise):
 // pointer counts, non-null buffers where the sizes need them, a finalized descriptor. The
 // forward's reserve may be null (inference); a backend without an inference mode checks it.
