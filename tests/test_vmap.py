@@ -156,25 +156,34 @@ def test_vmap_over_stacked_weights_runs_each_member(kind, grad_mode, device, nat
     assert native_calls.kept == [grad_mode] * SAMPLES
 
 
+def _sample_loss(mod):
+    """One sample's loss (a weighted sum of all of mod's outputs) as a function of mod's
+    parameters and the sample, for torch.func.grad."""
+    return lambda params, x: _weighted_sum(flat_tensors(functional_call(mod, params, (x,))))
+
+
+def _assert_per_sample_gradients(ref, xs, got_params, got_inputs, assert_close):
+    """Per-sample gradients of _sample_loss (a dict of stacked parameter gradients and, unless
+    None, the stacked input gradients) against torch's autograd on ref, one sample at a time."""
+    names, leaves = zip(*ref.named_parameters())
+    for i, x in enumerate(xs):
+        x = x.clone().requires_grad_()
+        want = torch.autograd.grad(_weighted_sum(flat_tensors(ref(x))), (*leaves, x))
+        for name, w in zip(names, want):
+            assert_close(got_params[name][i], w)
+        if got_inputs is not None:
+            assert_close(got_inputs[i], want[-1])
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", MODULES)
 def test_per_sample_gradients_match_torch(kind, device, native_calls, assert_close):
     ref, mod, xs, params = _samples_and_parameters(kind, device)
-
-    def loss(params, x):
-        return _weighted_sum(flat_tensors(functional_call(mod, params, (x,))))
-
-    got = vmap(grad(loss, argnums=(0, 1)), in_dims=(None, 0))(params, xs)
+    got = vmap(grad(_sample_loss(mod), argnums=(0, 1)), in_dims=(None, 0))(params, xs)
     # One forward over all samples; on the CPU one backward too, whose weight groups give each
     # sample its own weight gradients (the CUDA core has none: a backward per sample).
     assert native_calls == {"forward": 1, "backward": 1 if device == "cpu" else SAMPLES}
-    for i, x in enumerate(xs):
-        x = x.clone().requires_grad_()
-        names, leaves = zip(*ref.named_parameters())
-        want = torch.autograd.grad(_weighted_sum(flat_tensors(ref(x))), (*leaves, x))
-        for name, w in zip(names, want):
-            assert_close(got[0][name][i], w)
-        assert_close(got[1][i], want[-1])
+    _assert_per_sample_gradients(ref, xs, *got, assert_close)
 
 
 @pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
@@ -186,17 +195,9 @@ def test_per_sample_gradients_over_several_backward_chunks(cls, native_calls, as
     ref, mod = ref.double(), mod.double()
     xs = torch.randn(3, 100, 2, 3, dtype=torch.float64)
     params = {k: v.detach() for k, v in mod.named_parameters()}
-
-    def loss(params, x):
-        return _weighted_sum(flat_tensors(functional_call(mod, params, (x,))))
-
-    got = vmap(grad(loss), in_dims=(None, 0))(params, xs)
+    got = vmap(grad(_sample_loss(mod)), in_dims=(None, 0))(params, xs)
     assert native_calls == {"forward": 1, "backward": 1}
-    for i, x in enumerate(xs):
-        names, leaves = zip(*ref.named_parameters())
-        want = torch.autograd.grad(_weighted_sum(flat_tensors(ref(x))), leaves)
-        for name, w in zip(names, want):
-            assert_close(got[name][i], w)
+    _assert_per_sample_gradients(ref, xs, got, None, assert_close)
 
 
 @pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
