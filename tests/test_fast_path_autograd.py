@@ -11,6 +11,7 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
+from torch.nn.utils.rnn import PackedSequence
 
 from fastrnn import modules
 from pairs import CELLS, flat_tensors, make_pair
@@ -28,9 +29,10 @@ I, H = 5, 6
 REQUIRES = ["all", "weights", "data"]
 
 
-def run(module, x, hx, requires, uses, fast):
-    """Results of module(x, hx) and the gradients of a fixed random combination of the ``uses``
-    results with respect to everything that requires grad (inputs: fresh leaves each call)."""
+def run(module, x, hx, requires, uses, fast, wrap=None):
+    """Results of module(x, hx) (of module(wrap(x), hx) with ``wrap``; a packed output as its
+    data) and the gradients of a fixed random combination of the ``uses`` results with respect
+    to everything that requires grad (inputs: fresh leaves each call)."""
     x = x.clone().requires_grad_(requires != "weights")
     if hx is not None:
         hx = (tuple(h.clone().requires_grad_(requires != "weights") for h in hx)
@@ -44,7 +46,10 @@ def run(module, x, hx, requires, uses, fast):
         with warnings.catch_warnings():  # torch's, for its projection: only there
             if not isinstance(module, modules._FastRNNBase):
                 warnings.filterwarnings("ignore", message="LSTM with projections is not supported")
-            results = flat_tensors(module(x, hx))
+            result = module(x if wrap is None else wrap(x), hx)
+            if isinstance(result[0], PackedSequence):
+                result = (result[0].data, result[1])
+            results = flat_tensors(result)
     finally:
         if not fast:
             del type(module)._stream
@@ -57,13 +62,13 @@ def run(module, x, hx, requires, uses, fast):
     return [r.detach() for r in results], grads
 
 
-def compare(mod, ref, x, hx, requires, uses, general_calls, assert_close):
+def compare(mod, ref, x, hx, requires, uses, general_calls, assert_close, wrap=None):
     general_calls.clear()
-    fast = run(mod, x, hx, requires, uses, fast=True)
+    fast = run(mod, x, hx, requires, uses, fast=True, wrap=wrap)
     assert general_calls == [], "the call should take the fast path"
-    general = run(mod, x, hx, requires, uses, fast=False)
+    general = run(mod, x, hx, requires, uses, fast=False, wrap=wrap)
     assert len(general_calls) == 1
-    want = run(ref, x, hx, requires, uses, fast=True)
+    want = run(ref, x, hx, requires, uses, fast=True, wrap=wrap)
     for got_part, general_part, want_part in zip(fast, general, want):
         assert len(got_part) == len(general_part) == len(want_part)
         for got, same, expected in zip(got_part, general_part, want_part):
@@ -90,6 +95,32 @@ def test_module_autograd_on_the_fast_path(module, layout, with_state, requires, 
         if torch_cls is nn.LSTM:
             hx = (hx, torch.randn(*lead, H))
     compare(mod, ref, x, hx, requires, "all", general_calls, assert_close)
+
+
+@pytest.mark.parametrize("requires", REQUIRES)
+@pytest.mark.parametrize("with_state", [False, True], ids=["zeros", "state"])
+@pytest.mark.parametrize("T,B", [(4, 1), (3, 3)])
+@pytest.mark.parametrize("module", list(MODULES))
+def test_packed_sequences_of_one_length_on_the_fast_path(module, T, B, with_state, requires,
+                                                         general_calls, assert_close):
+    """A PackedSequence whose sequences all have one length (one sequence, or a batch of equal
+    lengths) is padded memory in sorted order: the fast path runs it, its states permuted to
+    sorted order and back (here a permutation that is not the identity)."""
+    torch_cls, kwargs = MODULES[module]
+    ref, mod = make_pair(torch_cls, I, H, **kwargs)
+    D = 2 if mod.bidirectional else 1
+    sorted_indices = torch.tensor([2, 0, 1][:B]) if B == 3 else torch.tensor([0])
+
+    def pack(data):
+        return PackedSequence(data, torch.full((T,), B), sorted_indices, None)
+
+    hx = None
+    if with_state:
+        hx = torch.randn(mod.num_layers * D, B, mod.proj_size or H)
+        if torch_cls is nn.LSTM:
+            hx = (hx, torch.randn(mod.num_layers * D, B, H))
+    compare(mod, ref, torch.randn(T * B, I), hx, requires, "all", general_calls, assert_close,
+            wrap=pack)
 
 
 @pytest.mark.parametrize("uses", [(0,), (1,), (2,)], ids=["output", "hy", "cy"])

@@ -5,11 +5,13 @@ the dispatch between them must be the intended one (so the fast path cannot sile
 taken, nor be taken for a call it does not handle).
 """
 
+import re
 import warnings
 
 import pytest
 import torch
 import torch.nn as nn
+from torch.nn.utils.rnn import pack_sequence
 
 import fastrnn
 from pairs import CELLS, make_pair
@@ -143,6 +145,41 @@ def test_which_calls_take_the_fast_path(general_calls, assert_close):
     general_calls.clear()
     mod(x, state)  # autograd: the fast path too (tests/test_fast_path_autograd.py)
     assert general_calls == []
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["TBI", "BTI"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_which_packed_sequences_take_the_fast_path(dtype, batch_first, general_calls,
+                                                   assert_close):
+    """Packed sequences of one length (one sequence, or equal lengths in any order) take the
+    fast path, others the general one; all give torch's results, the packing's tensors passed
+    through (batch_first plays no part in packed input), and a wrong state raises torch's
+    error on either."""
+    ref, mod = make_pair(nn.LSTM, I, H, num_layers=2, bidirectional=True,
+                         batch_first=batch_first, dtype=dtype)
+    state = (torch.randn(4, 3, H, dtype=dtype), torch.randn(4, 3, H, dtype=dtype))
+    seqs = [torch.randn(n, I, dtype=dtype) for n in (5, 5, 5, 2)]
+    packings = {
+        "one sequence": (pack_sequence(seqs[:1]), tuple(s[:, :1] for s in state)),
+        "equal lengths": (pack_sequence(seqs[:3], enforce_sorted=False), state),
+        "ragged": (pack_sequence(seqs[1:], enforce_sorted=False), state),
+        "no state": (pack_sequence(seqs[:3], enforce_sorted=False), None),
+    }
+    for name, (packed, hx) in packings.items():
+        general_calls.clear()
+        with torch.no_grad():
+            (got, got_state), (want, want_state) = mod(packed, hx), ref(packed, hx)
+        assert len(general_calls) == (1 if name == "ragged" else 0), name
+        for part in ("batch_sizes", "sorted_indices", "unsorted_indices"):
+            assert getattr(got, part) is getattr(packed, part), (name, part)
+        for a, b in zip((got.data, *got_state), (want.data, *want_state)):
+            assert_close(a, b, dtype, msg=lambda m, n=name: f"{n}: {m}")
+    packed = packings["equal lengths"][0]
+    wrong = tuple(s[:, :2] for s in state)
+    with pytest.raises(RuntimeError) as want:
+        ref(packed, wrong)
+    with pytest.raises(RuntimeError, match=re.escape(str(want.value))):
+        mod(packed, wrong)
 
 
 @pytest.mark.parametrize("change", ["non_contiguous", "float64", "parametrized"])

@@ -78,7 +78,7 @@ def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
                            f"{batch_sizes.dim()}-D {batch_sizes.dtype} tensor on "
                            f"{batch_sizes.device}")
     sizes = batch_sizes.tolist()
-    if not sizes or sizes[-1] < 1 or any(a < b for a, b in zip(sizes, sizes[1:])):
+    if not sizes or sizes[-1] < 1 or sizes != sorted(sizes, reverse=True):
         raise RuntimeError(f"PackedSequence batch_sizes must be non-empty, positive and "
                            f"non-increasing, got {sizes}")
     rows = data.shape[0] if data.dim() > 0 else 0
@@ -183,26 +183,63 @@ class _FastRNNBase:
     def _stream(self, input, hx):
         """The common call, checked and run with the least Python: streaming one step at a
         time pays this per step, in inference or training (the general path below costs
-        20-40 us, the kernels of a small step a few). Taken for padded or unbatched input on
-        plain CPU tensors outside autocast, compile and functorch, without active dropout, when
+        20-40 us, the kernels of a small step a few). Taken for padded or unbatched input, or a
+        PackedSequence whose sequences all have one length (see _stream_packed), on plain CPU
+        tensors outside autocast, compile and functorch, without active dropout, when
         everything torch's checks look at is as they require; returns None for any other call,
         which the general path then runs (and raises torch's error for, if the call is
         wrong)."""
-        if (_outside_fast_path(input)
-                or (self.training and self.dropout > 0 and self.num_layers > 1)):
+        if type(input) is PackedSequence:
+            return self._stream_packed(input, hx)
+        if not self._may_stream(input):
             return None
         key = (self.mode, self.input_size, self.hidden_size, self.proj_size, self.num_layers,
                self.bidirectional, self.bias, self.batch_first, input.shape, input.dtype)
-        streamed = _streamed(_stream_plan(key, lambda: self._stream_plan(input)), input, hx,
+        streamed = _streamed(_stream_plan(key, lambda: self._padded_plan(input)), input, hx,
                              self._parameters)
         if streamed is None:
             return None
         output, hy, cy = streamed
         return output, ((hy, cy) if cy is not None else hy)
 
-    def _stream_plan(self, input: Tensor) -> Optional[_ops.StreamPlan]:
-        """The StreamPlan for this module's configuration and input's shape and dtype, or None
-        when such input does not fit the fast path."""
+    def _stream_packed(self, input: PackedSequence, hx):
+        """_stream for a PackedSequence whose T steps all have the same B rows (a batch of one
+        sequence, or of equal lengths): its data is then [T, B, I] time-major memory in sorted
+        order, which the padded plan runs as it is, its output the packed output's data. The
+        states are permuted to sorted order and back as in the general path. Other packings
+        return None."""
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        if (not self._may_stream(data) or data.dim() != 2 or type(batch_sizes) is not Tensor
+                or batch_sizes.dtype is not torch.int64 or batch_sizes.dim() != 1
+                or not batch_sizes.is_cpu):
+            return None
+        sizes = batch_sizes.tolist()
+        T = len(sizes)
+        B = sizes[0] if T else 0
+        if B < 1 or sizes.count(B) != T or data.shape[0] != T * B:
+            return None
+        key = (self.mode, self.input_size, self.hidden_size, self.proj_size, self.num_layers,
+               self.bidirectional, self.bias, "packed", T, B, data.shape[1], data.dtype)
+        plan = _stream_plan(key, lambda: self._plan(T, B, data.shape[1], data.dtype, True,
+                                                    False, packed=True))
+        if hx is not None:
+            hx = self.permute_hidden(hx, sorted_indices)
+        streamed = _streamed(plan, data, hx, self._parameters)
+        if streamed is None:
+            return None
+        output, hy, cy = streamed
+        return (PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices),
+                self.permute_hidden((hy, cy) if cy is not None else hy, unsorted_indices))
+
+    def _may_stream(self, input: Tensor) -> bool:
+        """Whether a call on ``input`` (a padded input or a PackedSequence's data) may take the
+        fast path at all."""
+        return not (_outside_fast_path(input)
+                    or (self.training and self.dropout > 0 and self.num_layers > 1))
+
+    def _padded_plan(self, input: Tensor) -> Optional[_ops.StreamPlan]:
+        """The StreamPlan for this module's configuration and a padded or unbatched input of
+        this shape and dtype, or None when such input does not fit the fast path."""
         # The native core reads [T, B, I]. Unbatched [T, I] is that memory with B = 1, and so
         # is batch-first [B, T, I] when T or B is 1. Other batch-first input is copied
         # time-major and its output returned as a transposed view, as the general path (and
@@ -217,6 +254,13 @@ class _FastRNNBase:
             (T, input_size), B = input.shape, 1
         else:
             return None
+        return self._plan(T, B, input_size, input.dtype, batched, transposed, packed=False)
+
+    def _plan(self, T: int, B: int, input_size: int, dtype: torch.dtype, batched: bool,
+              transposed: bool, packed: bool) -> Optional[_ops.StreamPlan]:
+        """The StreamPlan for T steps of B rows of ``input_size`` features; its output is
+        [T, B, width] (batch-first [B, T, width] unless transposed; [T, width] unbatched), or
+        the [T * B, width] data of a packed output."""
         if T == 0 or B == 0 or input_size != self.input_size:
             return None
         hidden, layers = self.hidden_size, self.num_layers * (2 if self.bidirectional else 1)
@@ -224,12 +268,16 @@ class _FastRNNBase:
         width = (2 if self.bidirectional else 1) * out
         state_lead = (layers, B) if batched else (layers,)
         h_shape, c_shape = state_lead + (out,), state_lead + (hidden,)
-        output_shape = (((B, T, width) if self.batch_first and not transposed else (T, B, width))
-                        if batched else (T, width))
+        if packed:
+            output_shape = (T * B, width)
+        elif not batched:
+            output_shape = (T, width)
+        else:
+            output_shape = (B, T, width) if self.batch_first and not transposed else (T, B, width)
         is_lstm = self.mode == "LSTM"
         return _ops.stream_plan(
             self.mode, self.num_layers, self.bidirectional, self.proj_size, self.bias,
-            input_size, hidden, T, B, input.dtype, self._flat_weights_names,
+            input_size, hidden, T, B, dtype, self._flat_weights_names,
             (h_shape, c_shape if is_lstm else None),
             (output_shape, h_shape, c_shape if is_lstm else None), transposed)
 
