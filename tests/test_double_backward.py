@@ -15,7 +15,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 from torch.func import functional_call
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pack_sequence
 
 import fastrnn
 from pairs import flat_tensors, make_pair
@@ -260,6 +260,40 @@ def test_forward_ad_matches_torch(case, path, assert_close, monkeypatch):
                                                                     params.values())))
     for g, w in zip(got, want, strict=True):
         assert_close(g, w)
+
+
+@_JIT_DEPRECATED
+@pytest.mark.parametrize("lengths", [(4, 3, 2), (3, 3, 3)], ids=["ragged", "one_length"])
+def test_forward_ad_over_packed_sequences_matches_the_reference(lengths, general_calls,
+                                                                  assert_close):
+    """torch.autograd.forward_ad over a PackedSequence (dual data and states): ragged lengths on
+    the general path (tangents through torch's packed RNN), one length on the fast path (through
+    the padded one), against fastrnn.reference.rnn_stack, a loop of torch ops."""
+    from fastrnn.reference import rnn_stack
+
+    mod = fastrnn.LSTM(I, H, num_layers=2, bidirectional=True).double()
+    packed = pack_sequence([torch.randn(n, I, dtype=torch.float64) for n in lengths])
+    hx = tuple(torch.randn(4, 3, H, dtype=torch.float64) for _ in range(2))
+    primals = (packed.data, *hx)
+    tangents = tuple(map(torch.randn_like, primals))
+
+    def reference(data, h, c):
+        return rnn_stack(data, mod._flat_weights, h, c, packed.batch_sizes, [], "LSTM", 2,
+                         True, 0, True)
+
+    def ours(data, h, c):
+        out, (hy, cy) = mod(PackedSequence(data, packed.batch_sizes), (h, c))
+        return out.data, hy, cy
+
+    results = []
+    for run in (ours, reference):
+        with fwAD.dual_level():
+            duals = [fwAD.make_dual(p, t) for p, t in zip(primals, tangents)]
+            results.append([fwAD.unpack_dual(r) for r in run(*duals)])
+    assert len(general_calls) == (1 if lengths == (4, 3, 2) else 0)
+    for got, want in zip(*results, strict=True):
+        assert_close(got.primal, want.primal)
+        assert_close(got.tangent, want.tangent)
 
 
 @_JIT_DEPRECATED

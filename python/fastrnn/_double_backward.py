@@ -76,12 +76,14 @@ def torch_rnn(config, batch_sizes: Optional[Tensor], masks: Sequence[Tensor], in
 
 
 def rerun_jvp(rerun: Callable, primals: Sequence[Optional[Tensor]],
-              tangents: Sequence[Optional[Tensor]]) -> List[Optional[Tensor]]:
+              tangents: Sequence[Optional[Tensor]],
+              with_functorch: bool = True) -> List[Optional[Tensor]]:
     """The tangents of ``rerun(*primals)``'s outputs for the primals' ``tangents`` (None: zero),
     None where an output is None: forward-mode AD as the derivative of a vector-Jacobian
     product with respect to its (linear) incoming gradient, through torch's functions (whose
-    LSTM has no forward-mode formula of its own). torch.func, not autograd, so that it also
-    runs inside functorch transforms."""
+    LSTM has no forward-mode formula of its own). Through torch.func, so that it also runs
+    inside functorch transforms; or, ``with_functorch`` False, through autograd, for functions
+    that do not run under torch.func (torch's packed RNNs read their batch_sizes' memory)."""
     moving = [i for i, t in enumerate(tangents) if t is not None]
     if not moving:  # (only a dropout mask had a tangent) zero tangents, of the right shapes
         moving, tangents = [0], [torch.zeros_like(primals[0]), *tangents[1:]]
@@ -95,9 +97,18 @@ def rerun_jvp(rerun: Callable, primals: Sequence[Optional[Tensor]],
         present[:] = [o is not None for o in results]
         return tuple(o for o in results if o is not None)
 
-    outputs, vjp_fn = torch.func.vjp(outputs_of, *(primals[i] for i in moving))
-    _, transpose = torch.func.vjp(vjp_fn, tuple(torch.zeros_like(o) for o in outputs))
-    (jvp,) = transpose(tuple(tangents[i] for i in moving))
+    moving_tangents = tuple(tangents[i] for i in moving)
+    if with_functorch:
+        outputs, vjp_fn = torch.func.vjp(outputs_of, *(primals[i] for i in moving))
+        _, transpose = torch.func.vjp(vjp_fn, tuple(torch.zeros_like(o) for o in outputs))
+        (jvp,) = transpose(moving_tangents)
+    else:
+        with torch.enable_grad():
+            leaves = [primals[i].detach().requires_grad_() for i in moving]
+            outputs = outputs_of(*leaves)
+            cotangents = [torch.zeros_like(o, requires_grad=True) for o in outputs]
+            vjp = torch.autograd.grad(outputs, leaves, cotangents, create_graph=True)
+            jvp = torch.autograd.grad(vjp, cotangents, moving_tangents)
     jvp = iter(jvp)
     return [next(jvp) if p else None for p in present]
 

@@ -944,15 +944,17 @@ def _eager_jvp(ctx, tangents) -> Tuple[Tensor, Tensor, Tensor]:
     torch's functions (_double_backward.rerun_jvp); the masks' tangents are ignored."""
     num_weights = ctx.jvp_config[5]
     input, hx, cx, batch_sizes, *weights_and_masks = ctx.saved_tensors
-    if batch_sizes is not None:
+    if batch_sizes is not None and torch._C._are_functorch_transforms_active():
         raise NotImplementedError(
-            "fastrnn: forward-mode AD (jvp) over a PackedSequence is not supported: torch's "
-            "packed RNN, through which fastrnn computes tangents, does not run under torch.func")
+            "fastrnn: forward-mode AD (jvp) over a PackedSequence is not supported under "
+            "torch.func: torch's packed RNN, through which fastrnn computes tangents, does not "
+            "run there (torch.autograd.forward_ad's dual tensors work)")
     _, input_t, hx_t, cx_t, _, *weights_t = tangents
     output_t, hy_t, cy_t = rerun_jvp(
-        functools.partial(torch_rnn, ctx.jvp_config[:5], None, weights_and_masks[num_weights:]),
+        functools.partial(torch_rnn, ctx.jvp_config[:5], batch_sizes,
+                          weights_and_masks[num_weights:]),
         (input, hx, cx, *weights_and_masks[:num_weights]),
-        (input_t, hx_t, cx_t, *weights_t[:num_weights]))
+        (input_t, hx_t, cx_t, *weights_t[:num_weights]), with_functorch=batch_sizes is None)
     # (torch asserts on a None tangent of a differentiable output: cy, empty unless LSTM)
     return output_t, hy_t, input.new_zeros(0) if cy_t is None else cy_t
 
