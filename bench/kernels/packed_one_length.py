@@ -9,7 +9,7 @@ the input (fwdbwd), and checks that both paths give the same bits.
 
 import argparse
 import statistics
-import time
+import timeit
 
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
@@ -21,14 +21,8 @@ FAST = _FastRNNBase._stream_packed
 
 
 def median_us(fn, repeats=201):
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+    timeit.repeat(fn, number=1, repeat=10)  # warm-up
+    return statistics.median(timeit.repeat(fn, number=1, repeat=repeats)) * 1e6
 
 
 def call(module, packed, hx, backward):
