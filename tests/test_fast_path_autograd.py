@@ -62,6 +62,12 @@ def run(module, x, hx, requires, uses, fast, wrap=None):
     return [r.detach() for r in results], grads
 
 
+def random_state(module, lead, dtype=torch.float32):
+    """A random h0 (with c0 for an LSTM) for ``module``, of leading dimensions ``lead``."""
+    h0 = torch.randn(*lead, module.proj_size or H, dtype=dtype)
+    return (h0, torch.randn(*lead, H, dtype=dtype)) if isinstance(module, nn.LSTM) else h0
+
+
 def compare(mod, ref, x, hx, requires, uses, general_calls, assert_close, wrap=None):
     general_calls.clear()
     fast = run(mod, x, hx, requires, uses, fast=True, wrap=wrap)
@@ -89,11 +95,7 @@ def test_module_autograd_on_the_fast_path(module, layout, with_state, requires, 
     x = torch.randn((T, I) if layout == "unbatched" else
                     (B, T, I) if layout == "batch_first" else (T, B, I))
     lead = (mod.num_layers * D,) if layout == "unbatched" else (mod.num_layers * D, B)
-    hx = None
-    if with_state:
-        hx = torch.randn(*lead, mod.proj_size or H)
-        if torch_cls is nn.LSTM:
-            hx = (hx, torch.randn(*lead, H))
+    hx = random_state(mod, lead) if with_state else None
     compare(mod, ref, x, hx, requires, "all", general_calls, assert_close)
 
 
@@ -109,16 +111,12 @@ def test_packed_sequences_of_one_length_on_the_fast_path(module, T, B, with_stat
     torch_cls, kwargs = MODULES[module]
     ref, mod = make_pair(torch_cls, I, H, **kwargs)
     D = 2 if mod.bidirectional else 1
-    sorted_indices = torch.tensor([2, 0, 1][:B]) if B == 3 else torch.tensor([0])
+    sorted_indices = torch.tensor([2, 0, 1] if B == 3 else [0])
 
     def pack(data):
         return PackedSequence(data, torch.full((T,), B), sorted_indices, None)
 
-    hx = None
-    if with_state:
-        hx = torch.randn(mod.num_layers * D, B, mod.proj_size or H)
-        if torch_cls is nn.LSTM:
-            hx = (hx, torch.randn(mod.num_layers * D, B, H))
+    hx = random_state(mod, (mod.num_layers * D, B)) if with_state else None
     compare(mod, ref, torch.randn(T * B, I), hx, requires, "all", general_calls, assert_close,
             wrap=pack)
 
@@ -227,9 +225,7 @@ def test_16bit_autograd_on_the_fast_path(kind, case, requires, dtype, general_ca
     else:
         D = 2 if mod.bidirectional else 1
         x = torch.randn(2, 3, I, dtype=dtype)
-        hx = torch.randn(mod.num_layers * D, 3, mod.proj_size or H, dtype=dtype)
-        if torch_cls is nn.LSTM:
-            hx = (hx, torch.randn(mod.num_layers * D, 3, H, dtype=dtype))
+        hx = random_state(mod, (mod.num_layers * D, 3), dtype)
     general_calls.clear()
     fast = run(mod, x, hx, requires, "all", fast=True)
     assert general_calls == []

@@ -66,12 +66,13 @@ def _autocast(input: Tensor, weights, states, low_precision_result: bool):
     return cast(input), cast(weights), cast(states), result
 
 
-def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
-    """A PackedSequence can be built by hand, and the native core trusts its batch_sizes for every
-    row it reads and writes, so they must describe the data: a non-empty 1-D int64 CPU tensor of
-    positive, non-increasing counts summing to the data's rows. torch's modules fail on such a
-    PackedSequence with an error that depends on the cell and on h0 (RNN and GRU even ignore extra
-    rows); fastrnn always raises RuntimeError."""
+def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> List[int]:
+    """batch_sizes as a list, after checking that they describe the data: a PackedSequence can be
+    built by hand, and the native core trusts its batch_sizes for every row it reads and writes,
+    so they must be a non-empty 1-D int64 CPU tensor of positive, non-increasing counts summing
+    to the data's rows. torch's modules fail on such a PackedSequence with an error that depends
+    on the cell and on h0 (RNN and GRU even ignore extra rows); fastrnn always raises
+    RuntimeError."""
     if (batch_sizes.dim() != 1 or batch_sizes.dtype != torch.int64
             or batch_sizes.device.type != "cpu"):
         raise RuntimeError(f"PackedSequence batch_sizes must be a 1-D int64 CPU tensor, got a "
@@ -85,6 +86,7 @@ def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
     if sum(sizes) != rows:
         raise RuntimeError(f"PackedSequence batch_sizes sum to {sum(sizes)} rows but its data has "
                            f"{rows} rows")
+    return sizes
 
 
 def _outside_fast_path(input) -> bool:
@@ -193,8 +195,7 @@ class _FastRNNBase:
             return self._stream_packed(input, hx)
         if not self._may_stream(input):
             return None
-        key = (self.mode, self.input_size, self.hidden_size, self.proj_size, self.num_layers,
-               self.bidirectional, self.bias, self.batch_first, input.shape, input.dtype)
+        key = self._plan_key(self.batch_first, input.shape, input.dtype)
         streamed = _streamed(_stream_plan(key, lambda: self._padded_plan(input)), input, hx,
                              self._parameters)
         if streamed is None:
@@ -207,19 +208,15 @@ class _FastRNNBase:
         sequence, or of equal lengths): its data is then [T, B, I] time-major memory in sorted
         order, which the padded plan runs as it is, its output the packed output's data. The
         states are permuted to sorted order and back as in the general path. Other packings
-        return None."""
+        return None; malformed batch_sizes raise the general path's error."""
         data, batch_sizes, sorted_indices, unsorted_indices = input
-        if (not self._may_stream(data) or data.dim() != 2 or type(batch_sizes) is not Tensor
-                or batch_sizes.dtype is not torch.int64 or batch_sizes.dim() != 1
-                or not batch_sizes.is_cpu):
+        if not self._may_stream(data) or data.dim() != 2:
             return None
-        sizes = batch_sizes.tolist()
-        T = len(sizes)
-        B = sizes[0] if T else 0
-        if B < 1 or sizes.count(B) != T or data.shape[0] != T * B:
+        sizes = _check_batch_sizes(data, batch_sizes)
+        T, B = len(sizes), sizes[0]
+        if sizes.count(B) != T:
             return None
-        key = (self.mode, self.input_size, self.hidden_size, self.proj_size, self.num_layers,
-               self.bidirectional, self.bias, "packed", T, B, data.shape[1], data.dtype)
+        key = self._plan_key("packed", T, B, data.shape[1], data.dtype)
         plan = _stream_plan(key, lambda: self._plan(T, B, data.shape[1], data.dtype, True,
                                                     False, packed=True))
         if hx is not None:
@@ -230,6 +227,11 @@ class _FastRNNBase:
         output, hy, cy = streamed
         return (PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices),
                 self.permute_hidden((hy, cy) if cy is not None else hy, unsorted_indices))
+
+    def _plan_key(self, *layout) -> tuple:
+        """The plan cache's key: this module's configuration and the input's ``layout``."""
+        return (self.mode, self.input_size, self.hidden_size, self.proj_size, self.num_layers,
+                self.bidirectional, self.bias, *layout)
 
     def _may_stream(self, input: Tensor) -> bool:
         """Whether a call on ``input`` (a padded input or a PackedSequence's data) may take the
